@@ -1,0 +1,1 @@
+"""Web-data curation for pre-training: readers, extraction, dedup, filters, classifiers, mix, shards."""

@@ -1,0 +1,55 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tools import atomic
+
+
+def test_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "a" / "b.json"
+    atomic.write_json(path, {"x": 1})
+    atomic.write_text(path, "second")
+    assert path.read_text() == "second"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["b.json"]
+
+
+def test_directory_is_published_only_on_success(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError), atomic.directory(target) as tmp:
+        (tmp / "half.txt").write_text("partial")
+        raise RuntimeError("killed halfway")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with atomic.directory(target) as tmp:
+        (tmp / "done.txt").write_text("whole")
+    assert (target / "done.txt").read_text() == "whole"
+    with atomic.directory(target) as tmp:
+        (tmp / "v2.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["v2.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_sigkill_during_write_keeps_the_old_content(tmp_path):
+    path = tmp_path / "big.bin"
+    atomic.write_bytes(path, b"old")
+    script = textwrap.dedent(
+        f"""
+        import sys; sys.path.insert(0, {str(os.getcwd())!r})
+        from tools import atomic
+
+        data = b"x" * (64 << 20)
+        print("writing", flush=True)
+        while True:
+            atomic.write_bytes({str(path)!r}, data)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=os.getcwd())
+    assert proc.stdout.readline().strip() == b"writing"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert path.read_bytes() in (b"old", b"x" * (64 << 20))
