@@ -12,7 +12,8 @@ def py_pytests(srcs, deps = [], data = [], size = "medium", timeout = None, tags
             srcs = [src, "//tools:pytest_main.py"],
             main = "//tools:pytest_main.py",
             args = ["$(location %s)" % src],
-            deps = deps,
+            # conftest.py (in every test's data) imports tools.
+            deps = deps if "//tools" in deps or ":tools" in deps else deps + ["//tools"],
             data = data + ["//:pytest_config"],
             size = size,
             timeout = timeout,
