@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from experiments import dag, executors, provenance
 from experiments.tests import toy
+from experiments.tests.helpers import executions, launch
 from tools.paths import PACKAGE_ROOT
 
 TOY = "experiments.tests.toy"
@@ -40,11 +37,6 @@ def test_order_is_topological_and_stable():
 def test_bad_graphs_are_rejected(stages, message):
     with pytest.raises(dag.DagError, match=message):
         dag.order(stages)
-
-
-def executions(run_dir: Path) -> list[str]:
-    path = run_dir / "executions.log"
-    return path.read_text().splitlines() if path.exists() else []
 
 
 def test_debug_run_completes_then_skips_everything(tmp_path):
@@ -75,12 +67,19 @@ def test_a_failed_stage_reports_its_log_and_stops_the_run(tmp_path):
     assert [(e["stage"], e["event"]) for e in events][-1] == ("slow_sum", "fail")
 
 
-def test_auto_executor_follows_srun_on_path(tmp_path, monkeypatch):
+def test_auto_executor_needs_srun_and_an_answering_controller(tmp_path, monkeypatch):
+    def fake(name, code):
+        (tmp_path / name).write_text(f"#!/bin/sh\nexit {code}\n")
+        (tmp_path / name).chmod(0o755)
+
     monkeypatch.setenv("PATH", str(tmp_path))
     assert executors.resolve_kind("auto") == "local"
-    (tmp_path / "srun").write_text("#!/bin/sh\n")
-    (tmp_path / "srun").chmod(0o755)
+    fake("srun", 0)
+    fake("sinfo", 1)  # installed, but no controller answers
+    assert executors.resolve_kind("auto") == "local"
+    fake("sinfo", 0)
     assert executors.resolve_kind("auto") == "slurm"
+    assert executors.resolve_kind("local") == "local"
     with pytest.raises(ValueError, match="executor must be one of"):
         executors.resolve_kind("kubernetes")
 
@@ -102,30 +101,6 @@ def test_venv_mismatch_is_detected(tmp_path):
     assert "not-a-real-package-xyz==1.0 is not installed" in problems
     real = PACKAGE_ROOT / provenance.CPU_LOCK
     assert provenance.venv_mismatches(real) == []
-
-
-# --- the launcher as a user runs it, in a throwaway git checkout ----------------------------------
-
-
-@pytest.fixture
-def checkout(tmp_path):
-    repo = tmp_path / "repo"
-    (repo / "third_party/python").mkdir(parents=True)
-    shutil.copy(PACKAGE_ROOT / provenance.CPU_LOCK, repo / provenance.CPU_LOCK)
-    (repo / ".gitignore").write_text("/runs/\n")
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
-    return repo
-
-
-def launch(repo: Path, *args: str, wait: bool = True):
-    env = dict(os.environ, BUILD_WORKSPACE_DIRECTORY=str(repo), PYTHONPATH=str(PACKAGE_ROOT))
-    cmd = [sys.executable, "-m", "experiments.launch", TOY, *args]
-    if not wait:
-        return subprocess.Popen(cmd, cwd=PACKAGE_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    return subprocess.run(cmd, cwd=PACKAGE_ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_run_writes_config_and_provenance(checkout):
