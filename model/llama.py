@@ -91,14 +91,19 @@ class Attention(nn.Module):
         self.wv = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(args.n_heads * self.head_dim, args.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: attention.DocMask) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: attention.DocMask, kv_cache=None
+    ) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
         q, k = rope.apply(q, cos, sin), rope.apply(k, cos, sin)
         # [B, T, H, D] -> [B, H, T, D] for attention; GQA: each KV head serves n_heads / n_kv_heads queries.
-        out = attention.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if kv_cache is not None:  # inference: append this step's keys/values, attend over everything cached
+            k, v = kv_cache.update(k, v)
+        out = attention.attend(q, k, v, mask)
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -124,8 +129,12 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
 
-    def forward(self, x, cos, sin, mask):
-        h = x + self.attention(self.attention_norm(x), cos, sin, mask)
+    def forward(self, x, cos, sin, mask, kv_cache=None):
+        normed = self.attention_norm(x)
+        if kv_cache is None:  # (training path: swapped-in attention modules need not know about caches)
+            h = x + self.attention(normed, cos, sin, mask)
+        else:
+            h = x + self.attention(normed, cos, sin, mask, kv_cache=kv_cache)
         return h + self.feed_forward(self.ffn_norm(h))
 
     def init_weights(self, std: float = 0.02) -> None:
@@ -170,28 +179,51 @@ class Transformer(nn.Module):
         nn.init.trunc_normal_(self.output.weight, std=self.args.dim**-0.5, a=-cutoff, b=cutoff)
 
     def hidden(
-        self, tokens: torch.Tensor, doc_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        doc_ids: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        *,
+        cache=None,
     ) -> torch.Tensor:
-        """Final-norm hidden states [B, T, dim], the input of the output head (used by fused losses)."""
+        """Final-norm hidden states [B, T, dim], the input of the output head (used by fused losses).
+
+        With `cache` (a model.generate.KVCache), `tokens` are the next T tokens of each cached sequence: their
+        keys/values are appended to the cache, and positions and mask come from it (doc_ids must be None)."""
         B, T = tokens.shape
-        if self.args.max_seq_len < T:
-            raise ValueError(f"sequence length {T} exceeds max_seq_len {self.args.max_seq_len}")
-        if positions is None:
-            if doc_ids is not None and self.args.restart_positions:
-                positions = attention.document_positions(doc_ids)
-            else:
-                positions = torch.arange(T, device=tokens.device).expand(B, T)
+        if cache is not None:
+            if doc_ids is not None:
+                raise ValueError("doc_ids cannot be combined with a KV cache (one sequence per batch row)")
+            positions = cache.positions(T) if positions is None else positions
+            mask = cache.mask(T)
+        else:
+            if self.args.max_seq_len < T:
+                raise ValueError(f"sequence length {T} exceeds max_seq_len {self.args.max_seq_len}")
+            if positions is None:
+                if doc_ids is not None and self.args.restart_positions:
+                    positions = attention.document_positions(doc_ids)
+                else:
+                    positions = torch.arange(T, device=tokens.device).expand(B, T)
+            mask = attention.DocMask.build(doc_ids, self.args.attn_backend, T, tokens.device)
         cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # [B, T, head_dim/2]
-        mask = attention.DocMask.build(doc_ids, self.args.attn_backend, T, tokens.device)
         h = self.tok_embeddings(tokens)
-        for layer in self.layers.values():
-            h = layer(h, cos, sin, mask)
+        for key, layer in self.layers.items():
+            h = layer(h, cos, sin, mask) if cache is None else layer(h, cos, sin, mask, kv_cache=cache.layer(key))
+        if cache is not None:
+            cache.advance(T)
         return self.norm(h)
 
     def forward(
-        self, tokens: torch.Tensor, doc_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        doc_ids: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        *,
+        cache=None,
     ) -> torch.Tensor:
-        return self.output(self.hidden(tokens, doc_ids, positions)).float()
+        if cache is None:
+            return self.output(self.hidden(tokens, doc_ids, positions)).float()
+        return self.output(self.hidden(tokens, doc_ids, positions, cache=cache)).float()
 
 
 def build(args: ModelArgs, device: str | torch.device = "cpu", seed: int | None = 0) -> Transformer:

@@ -1,0 +1,171 @@
+"""Heuristics (Gopher, C4, dirty words), PII, language ID and KL outliers."""
+
+import collections
+import json
+import random
+
+from data.base import Task
+from data.document import Document
+from data.heuristics import (
+    C4Config,
+    C4Filter,
+    DirtyWords,
+    DirtyWordsConfig,
+    GopherQuality,
+    GopherQualityConfig,
+    GopherRepetition,
+    GopherRepetitionConfig,
+    ngram_stats,
+)
+from data.langid import LanguageModel
+from data.pii import Domains, DomainsConfig, Pii, PiiConfig
+from data.runner import Env
+from data.tests.helpers import dropped, run_pipeline
+
+
+def reference_dup_chars(words, n):
+    """Gopher's duplicated n-gram characters, written the obvious way (the definition datatrove uses)."""
+    seen, chars, i = set(), 0, 0
+    while i < len(words) - n + 1:
+        gram = "".join(words[i : i + n])
+        if gram in seen:
+            chars += len(gram)
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return chars
+
+
+def reference_top_chars(words, n):
+    counts = collections.Counter(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+    gram, count = counts.most_common(1)[0]
+    return len(gram) * count
+
+
+def test_repetition_statistics_match_the_definition(shared):
+    with open(shared / "data" / "web" / "c4_sample.jsonl", encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f][:250]
+    texts.append("spam spam spam eggs " * 50)
+    for text in texts:
+        words = text.split()
+        top, dup = ngram_stats(words)
+        assert all(dup[n] == reference_dup_chars(words, n) for n in range(5, 11))
+        assert all(top[n] == reference_top_chars(words, n) for n in (2, 3, 4) if len(words) >= n)
+
+
+def keep(step, text, **doc):
+    return step.keep(Document(id="x", text=text, **doc))
+
+
+def test_gopher_rules():
+    rep = GopherRepetition(GopherRepetitionConfig(), None)
+    prose = (
+        "Before college the two main things I worked on, outside of school, were writing and programming. "
+        "I didn't write essays. I wrote what beginning writers were supposed to write then, and probably still "
+        "are: short stories. My stories were awful. They had hardly any plot, just characters with strong "
+        "feelings, which I imagined made them deep."
+    )
+    assert keep(rep, prose) is None
+    assert keep(rep, "\n\n".join(["Buy now!"] * 5 + ["Other line here"]))[0] == "duplicated paragraphs"
+    assert keep(rep, "\n".join(["Buy now!"] * 5 + ["Other line here"]))[0] == "duplicated lines"
+    assert keep(rep, "click here to win " * 40)[0] == "top 2-gram too frequent"
+    q = GopherQuality(GopherQualityConfig(), None)
+    good = "The cat sat on the mat and looked at the dog with great interest. " * 6
+    assert keep(q, good) is None
+    assert keep(q, "too short and the end") == ("too few words", "5")
+    assert keep(q, "## " * 10 + good)[0] == "too many # symbols"
+    assert keep(q, " ".join(["the"] * 60)) == ("too few stop words", "1")
+    assert keep(q, " ".join(["word"] * 60))[0] == "too few stop words"
+    assert keep(q, "\n".join(["• the item with a list entry"] * 12))[0] == "too many bullet lines"
+    assert keep(q, " ".join(["to be or not to be, a I"] * 10))[0] == "words too short on average"
+    assert keep(q, "the and with " + " ".join(["1234 5678 90"] * 30))[0] == "too few words with letters"
+
+
+def test_c4_rules_edit_lines_and_drop_short_pages():
+    c4 = C4Filter(C4Config(), None)
+    lines = [
+        "This is a proper sentence about the weather today.",
+        "Menu Home About",
+        "Please enable javascript now.",
+        "We use cookies. Read our privacy policy.",
+        "Another full sentence follows here!",
+        "A third one, for good measure.",
+        "Is this the fourth sentence?",
+        "Yes, the fifth sentence [1].",
+    ]
+    doc = Document(id="x", text="\n".join(lines))
+    assert c4.keep(doc) is None
+    assert doc.text.split("\n") == [lines[0], lines[4], lines[5], lines[6], "Yes, the fifth sentence ."]
+    assert keep(c4, "Lorem ipsum dolor sit amet.") == "lorem ipsum"
+    assert keep(c4, "function f() { return 1; }") == "curly bracket"
+    assert keep(c4, "One sentence only here.")[0] == "too few sentences after C4 line rules"
+
+
+def test_dirty_words_per_language(shared):
+    env = Env(output=None, work=None, tasks=[], cfg=None, extra={"cwd": "."})
+    step = DirtyWords(DirtyWordsConfig(wordlist_dir=str(shared / "data/wordlists/ldnoobw")), env)
+    step.setup()
+    words = [w for w in (shared / "data/wordlists/ldnoobw/en").read_text().splitlines() if " " not in w][:5]
+    clean = "An ordinary page about gardening, tomatoes and the weather in spring. " * 5
+    assert keep(step, clean, lang="en") is None
+    assert keep(step, clean + " ".join(words), lang="en")[0] == "dirty words"
+    # Lists hold everyday words in some languages: only the configured languages are checked.
+    assert step.cfg.languages == ["en"]
+    zh = DirtyWords(DirtyWordsConfig(wordlist_dir=str(shared / "data/wordlists/ldnoobw"), languages=[]), env)
+    zh.setup()
+    assert zh.wordlist("zh").hits("人人生而自由，在尊严和权利上一律平等。性别")[0] >= 1
+
+
+def test_pii_masking_counts_and_density():
+    step = Pii(PiiConfig(), None)
+    step.setup()
+    text = (
+        "Mail jane.doe@example.org or call (555) 123-4567 / +44 20 7946 0958; server 192.168.10.200 saw it. "
+        "Version 1.2.3.4.5 and the years 2019-2020 are not PII. "
+    ) * 3 + "x" * 2000
+    dense = "Contacts: " + " ".join(f"a{i}@b{i}.com" for i in range(40))
+    task = Task(0)
+    out = list(step(iter([Document("a", text), Document("b", dense), Document("c", "nothing here")]), task))
+    st = task.step_stats("pii")
+    assert [d.id for d in out] == ["a", "c"] and st.dropped == {"PII density over max_density": 1}
+    masked = out[0].text
+    assert "jane.doe" not in masked and "123-4567" not in masked and "192.168" not in masked
+    assert masked.count("<EMAIL>") == 3 and masked.count("<PHONE>") == 6 and masked.count("<IP_ADDRESS>") == 3
+    assert "1.2.3.4.5" in masked and "2019-2020" in masked
+    assert st.counters["email"] == 43 and st.counters["phone"] == 6 and st.counters["ip"] == 3
+
+
+def test_domain_block_list(tmp_path):
+    (tmp_path / "block.txt").write_text("# comment\nbad.example\nwww.worse.example\n")
+    env = Env(output=None, work=None, tasks=[], cfg=None, extra={"cwd": str(tmp_path)})
+    step = Domains(DomainsConfig(blocklists=["block.txt"]), env)
+    step.setup()
+    assert keep(step, "t", url="https://sub.bad.example/x") == ("blocked domain", "bad.example")
+    assert keep(step, "t", url="http://worse.example") == ("blocked domain", "worse.example")
+    assert keep(step, "t", url="https://notbad.example/") is None
+
+
+def test_language_id_on_udhr(shared):
+    model = LanguageModel()
+    lines = (shared / "data/multilingual/udhr_lines.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines]
+    rows = [r for r in rows if len(r["text"]) > 150]
+    right = sum(model.predict(r["text"])[0] == r["lang"].split("-")[0] for r in rows)
+    assert len(rows) > 500 and right / len(rows) >= 0.95
+    assert model.predict(r"Let $f(x) = x^2$. Find $f(3)$ when \frac{1}{2} of the answer is even.")[0] == "en"
+
+
+def test_kl_outliers_are_dropped(tmp_path, shared):
+    rng = random.Random(0)
+    with open(shared / "data" / "web" / "c4_sample.jsonl", encoding="utf-8") as f:
+        docs = [{"id": f"c{i}", "text": json.loads(line)["text"]} for i, line in enumerate(f)][:300]
+    vocab = [f"zq{i}x" for i in range(50)]
+    docs += [{"id": f"odd{i}", "text": " ".join(rng.choice(vocab) for _ in range(300))} for i in range(3)]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    out = tmp_path / "out"
+    run_pipeline(out, [f"input={path}", "steps=[read,kl]", "executor=inline", "kl.percentile=98"])
+    drops = dropped(out)
+    assert {"odd0", "odd1", "odd2"} <= set(drops) and len(drops) <= 8
+    assert all(r["reason"] == "token distribution outlier (KL)" for r in drops.values())

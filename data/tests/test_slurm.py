@@ -1,0 +1,37 @@
+"""Shard tasks as a submitit Slurm job array on the single-node Slurm (tools/slurm/start.sh), with the same
+result as in-process execution."""
+
+import subprocess
+
+import pytest
+
+from data.tests.helpers import corpus, final_documents, run_pipeline, tree_bytes
+from tools.paths import PACKAGE_ROOT
+
+
+def slurm_answers() -> bool:
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm():
+    if not slurm_answers():
+        out = subprocess.run([str(PACKAGE_ROOT / "tools/slurm/start.sh")], capture_output=True, text=True)
+        assert out.returncode == 0, f"no Slurm controller and tools/slurm/start.sh failed:\n{out.stderr}"
+    assert slurm_answers()
+
+
+def test_job_array_matches_inline_run(tmp_path):
+    src = corpus(tmp_path / "corpus", scale=0.08, shards=3, format="jsonl")
+    args = [f"input={src / 'jsonl'}", "steps=[read,url_dedup,minhash,gopher_repetition]"]
+    inline = run_pipeline(tmp_path / "inline", [*args, "executor=inline"])
+    slurm = run_pipeline(tmp_path / "slurm", [*args, "executor=slurm", "slurm.timeout_min=5", "slurm.mem_gb=1"])
+    assert slurm == inline and slurm["documents_dropped"] > 0
+    logs = list((tmp_path / "slurm" / "logs" / "slurm").rglob("*_log.out"))
+    assert len(logs) == 3 * 3  # three segments (cut before url_dedup and minhash), three shard tasks each
+    assert final_documents(tmp_path / "slurm").keys() == final_documents(tmp_path / "inline").keys()
+    a, b = tree_bytes(tmp_path / "inline"), tree_bytes(tmp_path / "slurm")
+    assert [k for k in a if k not in ("config.yaml",) and a[k] != b[k]] == []

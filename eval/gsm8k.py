@@ -1,0 +1,162 @@
+"""GSM8K: 8-shot chain-of-thought prompt (Wei et al. 2022 exemplars), answer extraction and grading.
+
+Prompt and grading follow lm-evaluation-harness `gsm8k-cot.yaml`, the setup Meta reports for base models:
+"Q: <question>\\nA: <chain of thought> The answer is N." shots joined by blank lines, greedy decoding, generation
+cut at "Q:". Two extractions:
+- strict: the first match of `The answer is (\\-?[0-9\\.\\,]+).` (the answer in the exemplars' format);
+- flexible: the last number in the output, `(-?[$0-9.,]{2,})|(-?[0-9]+)`.
+Both are compared with the gold number by exact match after lower-casing and deleting ",", "$", a leading
+"... #### " and one trailing "." (the harness's `regexes_to_ignore`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools.paths import shared_dir
+
+# Wei et al. (2022), "Chain-of-Thought Prompting Elicits Reasoning in Large Language Models", the eight
+# math word problem exemplars (their Table 20), as (question, chain of thought ending "The answer is N.").
+EXEMPLARS: list[tuple[str, str]] = [
+    (
+        "There are 15 trees in the grove. Grove workers will plant trees in the grove today. After they are done, "
+        "there will be 21 trees. How many trees did the grove workers plant today?",
+        "There are 15 trees originally. Then there were 21 trees after some more were planted. "
+        "So there must have been 21 - 15 = 6. The answer is 6.",
+    ),
+    (
+        "If there are 3 cars in the parking lot and 2 more cars arrive, how many cars are in the parking lot?",
+        "There are originally 3 cars. 2 more cars arrive. 3 + 2 = 5. The answer is 5.",
+    ),
+    (
+        "Leah had 32 chocolates and her sister had 42. If they ate 35, how many pieces do they have left in total?",
+        "Originally, Leah had 32 chocolates. Her sister had 42. So in total they had 32 + 42 = 74. "
+        "After eating 35, they had 74 - 35 = 39. The answer is 39.",
+    ),
+    (
+        "Jason had 20 lollipops. He gave Denny some lollipops. Now Jason has 12 lollipops. "
+        "How many lollipops did Jason give to Denny?",
+        "Jason started with 20 lollipops. Then he had 12 after giving some to Denny. "
+        "So he gave Denny 20 - 12 = 8. The answer is 8.",
+    ),
+    (
+        "Shawn has five toys. For Christmas, he got two toys each from his mom and dad. "
+        "How many toys does he have now?",
+        "Shawn started with 5 toys. If he got 2 toys each from his mom and dad, then that is 4 more toys. "
+        "5 + 4 = 9. The answer is 9.",
+    ),
+    (
+        "There were nine computers in the server room. Five more computers were installed each day, from monday "
+        "to thursday. How many computers are now in the server room?",
+        "There were originally 9 computers. For each of 4 days, 5 more computers were added. "
+        "So 5 * 4 = 20 computers were added. 9 + 20 is 29. The answer is 29.",
+    ),
+    (
+        "Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. "
+        "How many golf balls did he have at the end of wednesday?",
+        "Michael started with 58 golf balls. After losing 23 on tuesday, he had 58 - 23 = 35. "
+        "After losing 2 more, he had 35 - 2 = 33 golf balls. The answer is 33.",
+    ),
+    (
+        "Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
+        "Olivia had 23 dollars. 5 bagels for 3 dollars each will be 5 x 3 = 15 dollars. "
+        "So she has 23 - 15 dollars left. 23 - 15 is 8. The answer is 8.",
+    ),
+]
+
+STOP_STRINGS = ("Q:",)  # generation is cut where the model starts the next question
+INVALID = "[invalid]"
+STRICT_RE = re.compile(r"The answer is (\-?[0-9\.\,]+).")
+FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+_IGNORE = [re.compile(p) for p in (r",", r"\$", r"(?s).*#### ", r"\.$")]
+_CALCULATOR = re.compile(r"<<[^>]*>>")
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    question: str
+    solution: str  # the dataset's worked answer, ending "#### N"
+    answer: str  # N
+
+
+def load(path: str | Path | None = None, split: str = "test") -> list[Item]:
+    """GSM8K items from a jsonl with `question` and `answer` (default: the shared copy of the split)."""
+    path = Path(path) if path is not None else shared_dir() / "data" / "gsm8k" / f"{split}.jsonl"
+    items = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                solution = row["answer"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise ValueError(f"{path}: line {i + 1} is not a GSM8K record ({e})") from None
+            if "####" not in solution:
+                raise ValueError(f"{path}: line {i + 1} has no '#### <answer>' in its answer")
+            answer = solution.split("####")[-1].strip()
+            items.append(Item(f"gsm8k/{split}/{i}", row["question"], solution, answer))
+    return items
+
+
+def prompt(question: str, n_shot: int = 8) -> str:
+    """The harness's 8-shot CoT prompt: shots "Q: ...\\nA: ..." joined by blank lines, then the open question."""
+    shots = [f"Q: {q}\nA: {a}" for q, a in EXEMPLARS[:n_shot]]
+    return "\n\n".join([*shots, f"Q: {question}\nA:"])
+
+
+def truncate(output: str, stops: tuple[str, ...] = STOP_STRINGS) -> str:
+    """Cut the generated text at the first stop string (what `until` does in the harness)."""
+    cut = len(output)
+    for s in stops:
+        i = output.find(s)
+        if i != -1:
+            cut = min(cut, i)
+    return output[:cut]
+
+
+def extract_strict(output: str) -> str:
+    m = STRICT_RE.search(output)
+    return m.group(1).strip() if m else INVALID
+
+
+def extract_flexible(output: str) -> str:
+    matches = FLEXIBLE_RE.findall(output)
+    if not matches:
+        return INVALID
+    # findall gives (group1, group2) tuples; the harness takes the first non-empty group of the last match.
+    return next(g for g in matches[-1] if g).strip()
+
+
+def _clean(s: str) -> str:
+    for pattern in _IGNORE:
+        s = pattern.sub("", s)
+    return s.lower().strip()
+
+
+def is_correct(extracted: str, answer: str) -> bool:
+    return extracted != INVALID and _clean(extracted) == _clean(answer)
+
+
+def grade(output: str, answer: str) -> dict:
+    """Both extractions of one model output and whether each matches the gold answer."""
+    output = truncate(output)
+    strict, flexible = extract_strict(output), extract_flexible(output)
+    return {
+        "strict": strict,
+        "flexible": flexible,
+        "strict_match": float(is_correct(strict, answer)),
+        "flexible_match": float(is_correct(flexible, answer)),
+    }
+
+
+def gold_as_output(item: Item) -> str:
+    """The dataset's solution rewritten as a model would answer in the prompt's format (for grader checks):
+    calculator annotations <<...>> dropped, lines joined, and "#### N" turned into "The answer is N."."""
+    body, _, final = item.solution.rpartition("####")
+    steps = " ".join(line.strip() for line in _CALCULATOR.sub("", body).splitlines() if line.strip())
+    return f" {steps} The answer is {final.strip()}.\n\n"

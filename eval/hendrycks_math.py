@@ -1,0 +1,211 @@
+"""MATH (Hendrycks et al. 2021): 4-shot Minerva prompt, answer extraction and Minerva answer normalisation.
+
+Prompt (Lewkowycz et al. 2022, "Minerva"): "Problem:\\n<problem>\\n\\nSolution: <solution>" shots joined by blank
+lines; each exemplar ends "Final Answer: The final answer is X. I hope it is correct.". The answer is the text of
+that sentence, or, when the model never writes it, the last \\boxed{...} (that is also how a dataset solution
+states its answer). Both the prediction and the gold answer are normalised with `normalize_final_answer`
+(Minerva appendix D) and then compared by `eval.equivalence` (string, number, sympy, Math-Verify).
+
+Deviations from appendix D, each because the original corrupts LaTeX commands (both sides the same way, so
+exact matches survive, but sympy can then no longer read the answer): unit words and "a "/"an " are removed only
+outside command names (the original turns "\\left" into "\\le" and "\\tan x" into "\\tx"); the \\sqrt shorthand
+rule leaves "\\sqrt[3]{x}" alone; commas are dropped only from real thousands groups ("1,000" -> "1000", but the
+pair "0,1" stays), where the original also merged "1,2" into "12".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools.paths import shared_dir
+
+# The four Minerva prompt problems (Lewkowycz et al. 2022, appendix), as (problem, solution).
+EXEMPLARS: list[tuple[str, str]] = [
+    (
+        r"Find the domain of the expression  $\frac{\sqrt{x-2}}{\sqrt{5-x}}$.",
+        r"The expressions inside each square root must be non-negative. Therefore, $x-2 \ge 0$, so $x\ge2$, and "
+        r"$5 - x \ge 0$, so $x \le 5$. Also, the denominator cannot be equal to zero, so $5-x>0$, which gives "
+        r"$x<5$. Therefore, the domain of the expression is $\boxed{[2,5)}$."
+        "\nFinal Answer: The final answer is $[2,5)$. I hope it is correct.",
+    ),
+    (
+        r"If $\det \mathbf{A} = 2$ and $\det \mathbf{B} = 12,$ then find $\det (\mathbf{A} \mathbf{B}).$",
+        r"We have that $\det (\mathbf{A} \mathbf{B}) = (\det \mathbf{A})(\det \mathbf{B}) = (2)(12) = \boxed{24}.$"
+        "\nFinal Answer: The final answer is $24$. I hope it is correct.",
+    ),
+    (
+        "Terrell usually lifts two 20-pound weights 12 times. If he uses two 15-pound weights instead, how many "
+        "times must Terrell lift them in order to lift the same total weight?",
+        r"If Terrell lifts two 20-pound weights 12 times, he lifts a total of $2\cdot 12\cdot20=480$ pounds of "
+        r"weight.  If he lifts two 15-pound weights instead for $n$ times, he will lift a total of "
+        r"$2\cdot15\cdot n=30n$ pounds of weight.  Equating this to 480 pounds, we can solve for $n$:"
+        "\n\\begin{align*}\n30n&=480\\\\\n\\Rightarrow\\qquad n&=480/30=\\boxed{16}\n\\end{align*}"
+        "\nFinal Answer: The final answer is $16$. I hope it is correct.",
+    ),
+    (
+        "If the system of equations\n\n\\begin{align*}\n6x-4y&=a,\\\\\n6y-9x &=b.\n\\end{align*}has a solution "
+        "$(x, y)$ where $x$ and $y$ are both nonzero,\nfind $\\frac{a}{b},$ assuming $b$ is nonzero.",
+        r"If we multiply the first equation by $-\frac{3}{2}$, we obtain"
+        "\n\n$$6y-9x=-\\frac{3}{2}a.$$"
+        r"Since we also know that $6y-9x=b$, we have"
+        "\n\n$$-\\frac{3}{2}a=b\\Rightarrow\\frac{a}{b}=\\boxed{-\\frac{2}{3}}.$$"
+        "\nFinal Answer: The final answer is $-\\frac{2}{3}$. I hope it is correct.",
+    ),
+]
+
+STOP_STRINGS = ("Problem:",)
+INVALID = "[invalidanswer]"
+_END = "I hope it is correct."
+_FINAL_RE = re.compile(r"Final Answer: The final answer is(.*?). I hope it is correct.")
+
+# Appendix D's tables.
+SUBSTITUTIONS = [
+    (".$", "$"),
+    ("\\$", ""),
+    ("\\ ", ""),
+    (" ", ""),
+    ("mbox", "text"),
+    (",\\text{and}", ","),
+    ("\\text{and}", ","),
+    ("\\text{m}", "\\text{}"),
+]
+UNIT_WORDS = [
+    "square", "ways", "integers", "dollars", "mph", "inches", "ft", "hours", "km", "units", "sue", "points",
+    "feet", "minutes", "digits", "cents", "degrees", "cm", "gm", "pounds", "meters", "meals", "edges", "students",
+    "childrentickets", "multiples",
+]  # fmt: skip
+REMOVED_EXPRESSIONS = [
+    "\\ldots", "\\text{s}", "\\text{.}", "\\text{\ns}", "\\text{}^2", "\\text{}^3", "\\text{\n}", "\\text{}",
+    r"\mathrm{th}", r"^\circ", r"^{\circ}", r"\;", r",\!", "{,}", '"', "\\dots",
+]  # fmt: skip
+_COMMAND = re.compile(r"(\\[a-zA-Z]+)")
+_ARTICLE = re.compile(r"(?<![A-Za-z\\])an? ")
+_THOUSANDS = re.compile(r"-?\d{1,3}(,\d{3})+(\.\d+)?")
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    problem: str
+    solution: str
+    answer: str  # the gold final answer (MATH-500's `answer`, else the solution's last \boxed{})
+    subject: str
+    level: str
+
+
+def load(path: str | Path | None = None, subset: str = "math500") -> list[Item]:
+    """MATH items from jsonl: `subset` "math500" (PRM800K's 500) or "test" (all 5,000), or any `path`
+    holding MATH-500 records (problem, solution, answer, subject, level) or MATH records (problem, solution,
+    type, level)."""
+    if path is None:
+        name = {"math500": "math500_test.jsonl", "test": "math_test.jsonl", "train": "math_train.jsonl"}.get(subset)
+        if name is None:
+            raise ValueError(f"unknown MATH subset '{subset}' (known: math500, test, train)")
+        path = shared_dir() / "data" / "math" / name
+    path = Path(path)
+    items = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                problem, solution = row["problem"], row["solution"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise ValueError(f"{path}: line {i + 1} is not a MATH record ({e})") from None
+            answer = row.get("answer") or last_boxed(solution)
+            if answer is None:
+                raise ValueError(f"{path}: line {i + 1} has no answer and no \\boxed{{}} in its solution")
+            level = row.get("level")
+            level = f"Level {level}" if isinstance(level, int) else str(level)
+            subject = row.get("subject") or row.get("type") or "unknown"
+            items.append(Item(row.get("unique_id", f"{path.stem}/{i}"), problem, solution, answer, subject, level))
+    return items
+
+
+def prompt(problem: str, n_shot: int = 4) -> str:
+    shots = [f"Problem:\n{p}\n\nSolution: {s}" for p, s in EXEMPLARS[:n_shot]]
+    return "\n\n".join([*shots, f"Problem:\n{problem}\n\nSolution:"])
+
+
+def truncate(output: str, stops: tuple[str, ...] = STOP_STRINGS) -> str:
+    cut = len(output)
+    for s in stops:
+        i = output.find(s)
+        if i != -1:
+            cut = min(cut, i)
+    return output[:cut]
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last \\boxed{...} (or \\fbox{...}, or "\\boxed x"), braces matched; None if absent."""
+    idx = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if idx < 0:
+        return None
+    rest = text[idx:]
+    head = "\\boxed" if rest.startswith("\\boxed") else "\\fbox"
+    after = rest[len(head) :]
+    if after.startswith(" "):  # "\boxed 5$": up to the end of the math span
+        return after[1:].split("$")[0].strip()
+    if not after.startswith("{"):
+        return None
+    depth = 0
+    for i, ch in enumerate(after):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return after[1:i]
+    return None  # unbalanced
+
+
+def extract_answer(output: str) -> str:
+    """Minerva's "Final Answer: The final answer is X. I hope it is correct." X, else the last \\boxed{}."""
+    m = _FINAL_RE.search(output + " " + _END)  # the appended end lets a sentence cut off by the token limit match
+    if m:
+        return m.group(1).strip()
+    boxed = last_boxed(output)
+    return boxed.strip() if boxed is not None else INVALID
+
+
+def _outside_commands(s: str, fn) -> str:
+    """Apply fn to the text between LaTeX command names only (even-indexed parts of the split)."""
+    parts = _COMMAND.split(s)
+    return "".join(fn(p) if i % 2 == 0 else p for i, p in enumerate(parts))
+
+
+def normalize_final_answer(answer: str) -> str:
+    """Minerva appendix D normalisation (with the deviations in the module docstring)."""
+    s = answer.split("=")[-1]
+    s = _outside_commands(s, lambda p: _ARTICLE.sub("", p))
+    for word in UNIT_WORDS:  # while spaces still delimit them
+        s = _outside_commands(s, lambda p, w=word: re.sub(rf"\b{w}\b", "", p))
+    for before, after in SUBSTITUTIONS:
+        s = s.replace(before, after)
+    for word in UNIT_WORDS:  # glued to a number once spaces are gone ("5cm")
+        s = _outside_commands(s, lambda p, w=word: p.replace(w, ""))
+    for expr in REMOVED_EXPRESSIONS:
+        s = s.replace(expr, "")
+    # Keep what is inside math delimiters, \text{}, \textbf{}, \overline{}, \boxed{}.
+    s = re.sub(r"(.*?)(\$)(.*?)(\$)(.*)", "$\\3$", s)
+    s = re.sub(r"(\\text\{)(.*?)(\})", "\\2", s)
+    s = re.sub(r"(\\textbf\{)(.*?)(\})", "\\2", s)
+    s = re.sub(r"(\\overline\{)(.*?)(\})", "\\2", s)
+    s = re.sub(r"(\\boxed\{)(.*)(\})", "\\2", s)
+    # Shorthand TeX: \fracab -> \frac{a}{b}, \sqrta -> \sqrt{a} (\sqrt[n]{x} untouched).
+    s = re.sub(r"(frac)([^{])(.)", "frac{\\2}{\\3}", s)
+    s = re.sub(r"(sqrt)([^{\[])", "sqrt{\\2}", s)
+    s = s.replace("$", "")
+    if _THOUSANDS.fullmatch(s):
+        s = s.replace(",", "")
+    return s
+
+
+def gold_as_output(item: Item) -> str:
+    """The dataset solution followed by Minerva's closing sentence with its \\boxed answer (for grader checks)."""
+    boxed = last_boxed(item.solution)
+    return f" {item.solution}\nFinal Answer: The final answer is ${boxed}$. {_END}\n\n"
