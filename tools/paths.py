@@ -28,9 +28,10 @@ def shared_dir() -> Path:
 
 
 def user_path(path: str | os.PathLike) -> Path:
-    """Resolve a path given on the command line: relative to where the user ran `bazel run`."""
+    """Resolve a path given on the command line: relative to where the user ran ./bazelw (which exports
+    HERD_CALLER_DIR before changing into the repo root) or plain `bazel run`, else the current directory."""
     path = Path(path).expanduser()
     if path.is_absolute():
         return path
-    base = os.environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd()
+    base = os.environ.get("HERD_CALLER_DIR") or os.environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd()
     return Path(base) / path

@@ -84,10 +84,16 @@ def test_required_keys_must_be_set():
     assert config.parse(Needs, ["checkpoint=/x"]).checkpoint == "/x"
 
 
-def test_relative_config_paths_follow_bazel_working_directory(tmp_path, monkeypatch):
+def test_relative_config_paths_follow_the_callers_directory(tmp_path, monkeypatch):
     write(tmp_path / "rel.yaml", {"seed": 7})
+    monkeypatch.delenv("HERD_CALLER_DIR", raising=False)
     monkeypatch.setenv("BUILD_WORKING_DIRECTORY", str(tmp_path))
     assert config.parse(RunConfig, ["config=rel.yaml"]).seed == 7
+    # ./bazelw exports where the user was before it changes into the repo root: that wins.
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub" / "rel.yaml", {"seed": 8})
+    monkeypatch.setenv("HERD_CALLER_DIR", str(tmp_path / "sub"))
+    assert config.parse(RunConfig, ["config=rel.yaml"]).seed == 8
 
 
 def test_save_round_trip_and_hash(tmp_path):
