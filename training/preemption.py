@@ -1,0 +1,81 @@
+"""Preemption and time limits: SIGTERM / SIGUSR2 save a checkpoint at the next step boundary, then requeue
+through submitit's checkpoint protocol.
+
+Slurm sends USR2 ahead of a time limit (submitit asks for it with --signal) and SIGTERM on preemption.
+submitit's own USR2 handler calls the job's `checkpoint()` and requeues at once, in the middle of whatever
+the process was doing. `Preemption` takes both signals over while training runs: the handler only notes the
+signal; the trainer, between two steps, saves a consistent checkpoint on every rank and then hands over to
+submitit's handler (rank 0 requeues; the resubmitted job resumes from the checkpoint). Outside submitit the
+process exits with 128 + the signal number after the save.
+
+`Requeueable` is the callable class of the protocol: submit `Requeueable(fn, *args)` with any submitit
+executor; its `checkpoint()` resubmits the same call, which finds the checkpoint in its workdir.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import submitit
+
+SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+
+class Preemption:
+    def __init__(self):
+        self.signum: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for sig in SIGNALS:
+            self.previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._note)
+
+    def _note(self, signum, frame) -> None:
+        self.signum = signum
+
+    def uninstall(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+    def requested(self, info) -> int | None:
+        """The signal to act on, agreed by all ranks (any rank's signal stops everyone at the same step)."""
+        signum = info.max(self.signum or 0) if info.active else (self.signum or 0)
+        return int(signum) or None
+
+    def finish(self, signum: int) -> None:
+        """After the checkpoint: requeue through submitit when it runs this job, else exit."""
+        submitit_handler = self.previous.get(signal.SIGUSR2)
+        self.uninstall()
+        if callable(submitit_handler) and _under_submitit():
+            # submitit: checkpoint() + requeue + exit on rank 0; other ranks return here.
+            submitit_handler(signal.SIGUSR2, None)
+        sys.exit(128 + signum)
+
+
+def _under_submitit() -> bool:
+    try:
+        submitit.JobEnvironment()
+    except RuntimeError:
+        return False
+    return True
+
+
+class Requeueable:
+    """fn(*args, **kwargs) as a submitit job that is requeued, not failed, on preemption or time-out."""
+
+    def __init__(self, fn, *args, **kwargs):
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+
+    def __call__(self):
+        return self.fn(*self.args, **self.kwargs)
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        # The trainer has already saved its checkpoint at a step boundary; the same call resumes from it.
+        return submitit.helpers.DelayedSubmission(self)

@@ -1,0 +1,25 @@
+"""The benchmark scripts run end to end (tiny shapes, CPU); their figures come from running them, see README."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.benchmarks import mfu, overhead
+
+
+def test_overhead_benchmark_reports_both_sides():
+    r = overhead.run(overhead.OverheadConfig(steps=2, rounds=1, rows=4, seq_len=32, threads=1))
+    assert r["trainer_tokens_per_s"] > 0 and r["bare_tokens_per_s"] > 0
+    assert r["ratio"] == pytest.approx(r["trainer_tokens_per_s"] / r["bare_tokens_per_s"])
+
+
+def test_mfu_benchmark_runs_on_cpu_with_tiny_shapes():
+    r = mfu.run(mfu.MfuConfig(device="cpu", tiny=True))
+    assert r["device"] == "cpu" and r["loss"] == "chunked" and r["steps"] == 2
+    assert 0 < r["mfu"] < 1 and r["tokens_per_s"] > 0
+    assert r["flops_per_token"] > 6 * (r["params"] - 512 * 64)  # 6N plus attention
+
+
+def test_mfu_benchmark_refuses_a_missing_gpu():
+    with pytest.raises(RuntimeError, match="no CUDA device is available"):
+        mfu.run(mfu.MfuConfig(device="cuda", tiny=True))

@@ -1,0 +1,63 @@
+"""Monitoring: FLOPs per token and MFU, the metrics JSONL, wandb offline, the progress bar, the PNG."""
+
+from __future__ import annotations
+
+import pytest
+
+from model.llama import num_params
+from model.presets import preset
+from training.config import MonitorConfig
+from training.monitor import Monitor, device_key, flops_per_token, read_metrics, step_records
+from training.tests.helpers import micro_recipe, text_shards
+from training.trainer import Trainer
+
+
+def test_flops_per_token_and_the_device_table():
+    args = preset("8b")
+    matmul_params = num_params(args) - args.vocab_size * args.dim
+    assert flops_per_token(args, 8192) == 6 * matmul_params + 12 * 32 * 4096 * 8192
+    assert flops_per_token(args, 8192) == pytest.approx(5.79e10, rel=1e-3)
+    assert device_key("NVIDIA H100 80GB HBM3") == "h100"
+    assert device_key("NVIDIA H100 PCIe") == "h100 pcie"
+    assert device_key("NVIDIA A100-SXM4-80GB") == "a100"
+    assert device_key("NVIDIA H200") == "h200"
+    assert device_key("Some Other Accelerator") is None
+
+
+def test_metrics_events_truncation_progress_and_plot(tmp_path, capsys):
+    m = Monitor(tmp_path, MonitorConfig(wandb=False), main=True, phase="pretrain")
+    m.start_progress(total_tokens=1000, done_tokens=0, desc="pretrain")
+    for step in range(1, 6):
+        m.step({"step": step, "tokens": 200 * step, "loss": 5.0 - step / 2, "lr": 1e-3 * step})
+        m.advance(200)
+    m.event("checkpoint", step=5, path="step_00000005")
+    m.stop_progress()
+    assert "pretrain: 100%" in capsys.readouterr().err  # tqdm's bar, with elapsed<remaining (ETA) and rate
+    assert [r["step"] for r in step_records(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4, 5]
+    m.truncate(3)
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3]
+    png = m.plot("pretrain")
+    assert png == tmp_path / "plots/pretrain.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_wandb_is_offline_by_default_and_respects_wandb_mode(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    m = Monitor(tmp_path / "a", MonitorConfig(wandb=True), main=True, phase="pretrain", config={"x": 1})
+    m.step({"step": 1, "tokens": 10, "loss": 3.0, "lr": 1e-3})
+    m.close()
+    runs = list((tmp_path / "a/wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    off = Monitor(tmp_path / "b", MonitorConfig(wandb=True), main=True, phase="pretrain")
+    assert off.run is None and not (tmp_path / "b/wandb").exists()
+
+
+def test_step_records_carry_throughput_mfu_and_memory(tmp_path, shared):
+    shards = text_shards(tmp_path / "shards", shared, chars=20_000)
+    recipe = micro_recipe("monitor.peak_flops=1e9")
+    t = Trainer(recipe, recipe.pretrain, tmp_path / "run", shards, phase="pretrain")
+    t.fit(until_tokens=512)
+    for r in step_records(tmp_path / "run/metrics.jsonl"):
+        assert r["tokens_per_s"] > 0 and r["mem_gb"] > 0
+        assert r["mfu"] == pytest.approx(r["tokens_per_s"] * flops_per_token(t.args, 32) / 1e9)
+        assert {"loss", "lr", "grad_norm", "tokens", "seq_len", "batch_tokens"} <= set(r)
