@@ -5,8 +5,10 @@ for daemon in slurmd slurmctld munged; do
   pkill -x "$daemon" 2>/dev/null
 done
 for _ in $(seq 1 20); do
-  pgrep -x 'slurmd|slurmctld|munged' >/dev/null || exit 0
+  running=0
+  for daemon in slurmd slurmctld munged; do pgrep -x "$daemon" >/dev/null && running=1; done
+  [ "$running" = 0 ] && exit 0
   sleep 0.5
 done
-pkill -9 -x 'slurmd|slurmctld|munged' 2>/dev/null
+for daemon in slurmd slurmctld munged; do pkill -9 -x "$daemon" 2>/dev/null; done
 exit 0
