@@ -4,11 +4,7 @@ Quality: for 17 real pages, main-content passages picked by hand (extraction_fix
 output (recall) and navigation/footer strings must not (boilerplate removed). Speed: documents per second over
 every HTML response of the shared WARCs and the DCLM pages, engine only (no sandbox), one process.
 
-The project's venv lacks trafilatura's lxml_html_clean, so run this with a venv that has both engines:
-
-    python3 -m venv /tmp/dtvenv && /tmp/dtvenv/bin/pip install resiliparse trafilatura lxml_html_clean pyarrow \\
-        numpy xxhash
-    PYTHONPATH=. /tmp/dtvenv/bin/python data/benchmarks/bench_extract.py [--repeat 3]
+    .venv/bin/python data/benchmarks/bench_extract.py [--repeat 3]
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 import json
 import time
 
+import pytest
+
 from data.base import Task
 from data.document import Document
 from data.extract import Extract, ExtractConfig, decode, looks_binary
@@ -43,7 +45,10 @@ def test_main_content_code_math_and_markdown():
     assert "Home" not in text and "Copyright" not in text and "var x" not in text
 
 
-def test_real_pages_against_hand_picked_passages(shared):
+# Measured on these pages (data/README.md): resiliparse finds 93% of the passages, trafilatura 83%; both
+# remove every boilerplate string.
+@pytest.mark.parametrize("engine,min_found", [("resiliparse", 0.9), ("trafilatura", 0.75)])
+def test_real_pages_against_hand_picked_passages(shared, engine, min_found):
     fixtures = json.loads((PACKAGE_ROOT / "data/benchmarks/extraction_fixtures.json").read_text(encoding="utf-8"))
     pages = {}
     for fx in fixtures:
@@ -57,12 +62,12 @@ def test_real_pages_against_hand_picked_passages(shared):
                 pages[(fx["file"], fx["url"])] = decode(http.body, http.headers["content-type"])[0]
     found = total = clean = total_b = 0
     for fx in fixtures:
-        text = " ".join(extract_html(pages[(fx["file"], fx["url"])], "resiliparse", True, True).split())
+        text = " ".join(extract_html(pages[(fx["file"], fx["url"])], engine, True, True).split())
         found += sum(s in text for s in fx["expected"])
         total += len(fx["expected"])
         clean += sum(s not in text for s in fx["boilerplate"])
         total_b += len(fx["boilerplate"])
-    assert total >= 30 and found / total >= 0.9
+    assert total >= 30 and found / total >= min_found, f"{engine}: {found}/{total} passages"
     assert total_b >= 15 and clean == total_b
 
 
