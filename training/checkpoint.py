@@ -4,9 +4,9 @@
         .metadata, __<rank>_0.distcp    DCP: model and optimizer, each rank writes its own shards
         trainer.json                    step, tokens, data-loader position, schedule and phase state
         rng_rank<r>.json                each rank's RNG states
-        COMPLETE.json                   written last: every file with its size (and xxh3), step, milestone
+        CHECKPOINT.json                   written last: every file with its size (and xxh3), step, milestone
 
-Every rank writes into `.step_XXXXXXXX.tmp/`; rank 0 writes COMPLETE.json and renames the directory once all
+Every rank writes into `.step_XXXXXXXX.tmp/`; rank 0 writes CHECKPOINT.json and renames the directory once all
 ranks are done, so a checkpoint directory that exists is whole. Before loading, the marker is checked against
 the files; a checkpoint that fails the check (torn, truncated, or edited) is skipped loudly and the previous
 one is used. After each save the oldest checkpoints beyond `keep_last` are deleted, except milestones.
@@ -40,7 +40,7 @@ from torch.distributed.checkpoint.state_dict import (
 from tools import atomic
 from training.distributed import DistInfo
 
-MARKER = "COMPLETE.json"
+MARKER = "CHECKPOINT.json"
 NAME = re.compile(r"^step_(\d{8})$")
 log = logging.getLogger(__name__)
 
