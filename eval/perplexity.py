@@ -70,6 +70,26 @@ def nll_sum(model, inputs, doc_ids, targets, scored, chunk: int = 1024) -> tuple
     return total, int(len(targets))
 
 
+@torch.inference_mode()
+def loss_by_position(model, windows: torch.Tensor, edges: list[int], batch_size: int = 4) -> list[float]:
+    """Mean NLL (nats) of the targets at positions [edges[i], edges[i + 1]) of each window, one value per bin.
+
+    `windows` is [B, L + 1] tokens of single documents (no masking): inputs w[:-1] at positions 0..L-1, targets
+    w[1:]. Binning by position shows what a model makes of context past the length it was trained at (the
+    long-context stages' purpose), e.g. edges [0, 256, 1024] for a model pre-trained at 256 tokens.
+    """
+    if not (edges[0] >= 0 and edges[-1] <= windows.shape[1] - 1 and all(a < b for a, b in zip(edges, edges[1:]))):
+        raise ValueError(f"edges {edges} must rise within 0..{windows.shape[1] - 1}")
+    device = model.tok_embeddings.weight.device
+    sums = torch.zeros(windows.shape[1] - 1, dtype=torch.float64)
+    for i in range(0, len(windows), batch_size):
+        w = windows[i : i + batch_size].to(device)
+        logits = model(w[:, :-1])  # [b, L, vocab]
+        nll = F.cross_entropy(logits.transpose(1, 2), w[:, 1:], reduction="none")  # [b, L]
+        sums += nll.sum(0).double().cpu()
+    return [float(sums[a:b].sum() / ((b - a) * len(windows))) for a, b in zip(edges, edges[1:])]
+
+
 def _category(model, shards: ShardSet, entries, cfg: PerplexityConfig, label: str, progress: bool) -> dict:
     nll, n, n_windows, docs = 0.0, 0, 0, 0
     pending: list = []

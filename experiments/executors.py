@@ -3,6 +3,10 @@
 `executor=auto` picks Slurm when `srun` is on PATH and a controller answers `sinfo`, and local processes
 otherwise. Slurm parameters come from the experiment config (`slurm`, overridden per stage by
 `stage_slurm.<stage>`). Job states come from `squeue`, so no accounting database (sacct) is needed.
+
+Every stage runs as a `StageJob`, which follows submitit's checkpoint protocol: a Slurm time-limit or
+preemption signal requeues the job, and the rerun calls the stage again in the same workdir, where it finds
+its checkpoints. A job of several tasks (`tasks_per_node`, `nodes`) calls the stage once per task (rank).
 """
 
 from __future__ import annotations
@@ -13,22 +17,26 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import submitit
 
+from experiments import dag
 from experiments.config import ExperimentConfig, SlurmConfig
 from experiments.dag import Stage, StageContext, StageFailed, run_stage_job
 from tools import atomic
 
 KINDS = ("auto", "local", "slurm", "debug")
-# squeue states after which a job that wrote no result will never write one.
-SLURM_FAILED = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
-
-# submitit asks sacct for states and warns on every poll when accounting is off; squeue is used instead.
-logging.getLogger("submitit").setLevel(logging.ERROR)
+# squeue states of a job that has ended: without a result file by then, it will never write one.
+SLURM_ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+# How long a job may look ended without its result file before the stage fails: the file can show up late on
+# a network filesystem, and a job being requeued passes through states quickly.
+ENDED_GRACE_S = 10.0
+SQUEUE_EVERY_S = 2.0  # result files are looked for every 0.5 s; squeue is asked less often
 
 
 def slurm_answers() -> bool:
@@ -46,10 +54,59 @@ def resolve_kind(kind: str) -> str:
     return kind
 
 
-def slurm_state(job_id: str) -> str:
-    """The job's state as squeue reports it ('' once it has left the queue)."""
-    out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
+def slurm_state(job_id: str) -> str | None:
+    """The job's state as squeue reports it, ended jobs included: '' once the controller has forgotten the job,
+    None when squeue cannot say (e.g. the controller does not answer for a while)."""
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True)
+    if out.returncode == 0:
+        return out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
+    return "" if "Invalid job id" in out.stderr else None
+
+
+def task_rank() -> int:
+    """This task's global rank inside a submitit job (0 outside one)."""
+    try:
+        return submitit.JobEnvironment().global_rank
+    except RuntimeError:
+        return 0
+
+
+class StageJob:
+    """What a stage's job runs: `run_stage_job` under submitit's checkpoint protocol (the same protocol as
+    training.preemption.Requeueable, which the spine does not import).
+
+    On USR2 (Slurm sends it ahead of the time limit: submitit submits with --signal=USR2@90), submitit calls
+    `checkpoint()` and requeues the job; the rerun calls the stage again in the same workdir, where it finds
+    what it checkpointed. A stage may take the signal over to save first (training's trainer does, also for
+    SIGTERM, then calls submitit's handler). When Slurm requeues the job itself (preemption with
+    PreemptMode=REQUEUE, `scontrol requeue`), it sends SIGTERM and refuses submitit's own requeue ("Job is
+    pending execution"): the job then exits without a result instead of failing, and the requeued run goes on.
+
+    In a job of several tasks every task calls the stage (they are its ranks); rank 0 holds the workdir lock.
+    """
+
+    def __init__(self, fn, ctx: StageContext, launcher_pid: int | None):
+        self.fn, self.ctx, self.launcher_pid = fn, ctx, launcher_pid
+
+    def __call__(self) -> Any:
+        try:
+            if task_rank() == 0:
+                return run_stage_job(self.fn, self.ctx, self.launcher_pid)
+            if self.launcher_pid is not None:
+                threading.Thread(target=dag._exit_when_gone, args=(self.launcher_pid,), daemon=True).start()
+            return self.fn(self.ctx)
+        except subprocess.CalledProcessError as e:
+            if list(e.cmd[:2]) != ["scontrol", "requeue"]:
+                raise
+            # No result file: the launcher keeps waiting for the requeued run (or, if Slurm ends the job
+            # instead, reports that the job ended without a result).
+            print(f"stage '{self.ctx.name}': Slurm refused the requeue (it is requeueing or ending the job "
+                  "itself); exiting without a result", file=sys.stderr, flush=True)  # fmt: skip
+            raise SystemExit(1) from None
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        # The same call again: the stage resumes from whatever it checkpointed in its workdir.
+        return submitit.helpers.DelayedSubmission(self)
 
 
 def stage_resources(cfg: ExperimentConfig, stage: str) -> SlurmConfig:
@@ -105,6 +162,9 @@ class StageExecutor:
     def __init__(self, cfg: ExperimentConfig, run_dir: Path, log=print):
         self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
         self.kind = resolve_kind(cfg.executor)
+        # submitit asks sacct for states and warns on every poll when accounting is off; squeue is used
+        # instead. Only the launcher is quietened: the jobs keep submitit's log of signals and requeues.
+        logging.getLogger("submitit").setLevel(logging.ERROR)
 
     def run(self, stage: Stage, ctx: StageContext) -> Any:
         folder = self.run_dir / "logs" / stage.name
@@ -112,14 +172,17 @@ class StageExecutor:
         return self._wait(stage.name, job)
 
     def _submit(self, stage: Stage, ctx: StageContext, folder: Path):
-        ex = make_executor(self.kind, folder, stage_resources(self.cfg, stage.name))
+        res = stage_resources(self.cfg, stage.name)
+        ex = make_executor(self.kind, folder, res)
         # Local jobs watch the launcher's pid and end themselves if it is killed.
         watch = os.getpid() if self.kind == "local" else None
-        job = ex.submit(run_stage_job, stage.fn, ctx, watch)
+        job = ex.submit(StageJob(stage.fn, ctx, watch))
+        tasks = res.nodes * res.tasks_per_node if self.kind == "slurm" else res.tasks_per_node
         if self.kind == "slurm":
-            atomic.write_json(ctx.workdir / ".slurm_job.json", {"job_id": job.job_id, "folder": str(folder)})
+            record = {"job_id": job.job_id, "folder": str(folder), "tasks": tasks}
+            atomic.write_json(ctx.workdir / ".slurm_job.json", record)
         if self.kind != "debug":
-            self.log(f"    job {job.job_id}, log {job.paths.stdout}")
+            self.log(f"    job {job.job_id}, log {job.paths.stdout}" + (f" ({tasks} tasks)" if tasks > 1 else ""))
         return job
 
     def _reattach(self, ctx: StageContext):
@@ -129,7 +192,7 @@ class StageExecutor:
             return None
 
         info = json.loads(record.read_text())
-        job = submitit.SlurmJob(folder=info["folder"], job_id=info["job_id"])
+        job = submitit.SlurmJob(folder=info["folder"], job_id=info["job_id"], tasks=range(info.get("tasks", 1)))
         state = slurm_state(job.job_id)
         if state in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING"):
             self.log(f"    re-attached to Slurm job {job.job_id} ({state})")
@@ -137,23 +200,58 @@ class StageExecutor:
         return None
 
     def _finished(self, job) -> bool:
-        # For Slurm, look for the result file only: job.done() would also ask sacct (no accounting here).
-        return job.paths.result_pickle.exists() if self.kind == "slurm" else job.done()
+        # For Slurm, look for the result files only: job.done() would also ask sacct (no accounting here).
+        if self.kind == "slurm":
+            return all(t.paths.result_pickle.exists() for t in _tasks(job))
+        return job.done()
 
     def _wait(self, stage: str, job) -> Any:
         bound = self.cfg.wait_timeout_min * 60 if self.cfg.wait_timeout_min > 0 else None
         start = time.time()
+        next_check, ended_since = start, None
         if not isinstance(job, submitit.DebugJob):
             while not self._finished(job):
-                if bound is not None and time.time() - start > bound:
+                now = time.time()
+                if bound is not None and now - start > bound:
                     job.cancel(check=False)
                     raise StageFailed(
                         stage, f"no result after {self.cfg.wait_timeout_min} min; job cancelled", Path(job.paths.stderr)
                     )
+                if self.kind == "slurm" and now >= next_check:
+                    # A job that ended (or that the controller forgot) without its result files: collect what
+                    # there is, which names the failing task or the missing result.
+                    next_check = now + SQUEUE_EVERY_S
+                    state = slurm_state(job.job_id)
+                    ended = state is not None and state in SLURM_ENDED | {""}
+                    ended_since = (ended_since or now) if ended else None
+                    if ended_since is not None and now - ended_since > ENDED_GRACE_S:
+                        break
                 time.sleep(0.5)
-        try:
-            return job.result()
-        except Exception as e:
-            cause = _last_error_line(str(e)) or type(e).__name__
-            log = None if isinstance(job, submitit.DebugJob) else Path(job.paths.stderr)
-            raise StageFailed(stage, cause, log) from e
+        return self._collect(stage, job)
+
+    def _collect(self, stage: str, job) -> Any:
+        """The stage's value (rank 0's result), or StageFailed naming the first failing task's log."""
+        tasks = _tasks(job)
+        logs = [None if isinstance(t, submitit.DebugJob) else Path(t.paths.stderr) for t in tasks]
+        present = [self.kind != "slurm" or t.paths.result_pickle.exists() for t in tasks]
+        values = []
+        for task, log, there in zip(tasks, logs, present):
+            if not there:
+                continue
+            try:
+                values.append(task.result())
+            except Exception as e:
+                raise StageFailed(stage, _last_error_line(str(e)) or type(e).__name__, log) from e
+        if not all(present):
+            missing = present.index(False)
+            state = slurm_state(job.job_id) or "no longer known to squeue"
+            cause = f"Slurm job {job.job_id} ended ({state}) without a result from task {missing}"
+            raise StageFailed(stage, cause, logs[missing])
+        return values[0]
+
+
+def _tasks(job) -> list:
+    """The job's tasks (ranks), each with its own log and result file."""
+    if isinstance(job, submitit.DebugJob):
+        return [job]
+    return [job.task(i) for i in range(job.num_tasks)]

@@ -10,9 +10,9 @@ counts such as the data funnel), plus the reason and provenance of the last rewr
     ./bazelw run //experiments:goldens -- experiment=llama3_tiny run=runs/llama3_tiny/<id>            # check
     ./bazelw run //experiments:goldens -- experiment=llama3_tiny run=... rewrite=true reason="why"   # rewrite
 
-A run's metrics are read from its `metrics.json` (a flat {name: number} map written by the experiment's
-report stage). A rewrite keeps each metric's tolerance (new metrics get `default_tol` relative to the value,
-0 for integers) and refuses to run without a reason.
+A run's metrics are read from `<run>/stages/report/metrics.json` (a flat {name: number} map written by the
+experiment's report stage), or from `<run>/metrics.json`. A rewrite keeps each metric's tolerance (new metrics
+get `default_tol` relative to the value, 0 for integers) and refuses to run without a reason.
 """
 
 from __future__ import annotations
@@ -94,9 +94,10 @@ def load_goldens(path: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     cfg = config.parse(GoldensConfig, argv)
     run = user_path(cfg.run)
-    metrics_file = run / "metrics.json"
-    if not metrics_file.is_file():
-        raise SystemExit(f"{metrics_file} not found: is {run} a finished run of {cfg.experiment}?")
+    # A run directory (its report stage wrote the metrics) or the folder holding metrics.json itself.
+    metrics_file = next((p for p in (run / "stages/report/metrics.json", run / "metrics.json") if p.is_file()), None)
+    if metrics_file is None:
+        raise SystemExit(f"no metrics.json in {run} or its stages/report: is it a finished run of {cfg.experiment}?")
     metrics = json.loads(metrics_file.read_text())
     path = golden_path(cfg)
     goldens = load_goldens(path)

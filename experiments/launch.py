@@ -9,6 +9,7 @@ Under Bazel every experiment is a py_binary that calls this with its own name
     Config                  a dataclass schema extending experiments.config.ExperimentConfig
     stages(cfg)             the list of dag.Stage objects of the experiment
     dry_run(cfg) (optional) a text plan printed by --dry-run instead of running
+    preflight(cfg) (optional) called before the run directory is created; raises SystemExit to refuse
 
 Its defaults come from experiments/configs/<name>.yaml when that file exists, then from config=
 files and key=value overrides. Runs go to <repo>/runs/<name>/<run-id>/.
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = module.dry_run(cfg) if hasattr(module, "dry_run") else None
         print(plan or "stages: " + " -> ".join(s.name for s in stages))
         return 0
+    if hasattr(module, "preflight"):
+        module.preflight(cfg)  # may refuse (SystemExit) before a run directory exists
 
     repo = repo_root()
     base = Path(cfg.runs_dir) if Path(cfg.runs_dir).is_absolute() else repo / cfg.runs_dir

@@ -89,3 +89,17 @@ def test_a_uniform_model_scores_log_vocab_and_token_budget_is_respected(model, t
     assert res["general"]["windows"] == 4 and res["general"]["tokens"] <= 128
     with pytest.raises(ValueError, match="no 'test' shards"):
         perplexity.evaluate(uniform, perplexity.PerplexityConfig(split="test"), shards, progress=False)
+
+
+def test_loss_by_position_bins_the_per_token_nll(model):
+    g = torch.Generator().manual_seed(3)
+    windows = torch.randint(0, V, (5, 65), generator=g)
+    with torch.no_grad():
+        nll = F.cross_entropy(model(windows[:, :-1]).transpose(1, 2), windows[:, 1:], reduction="none")  # [5, 64]
+    early, late = perplexity.loss_by_position(model, windows, [0, 16, 64], batch_size=2)
+    assert early == pytest.approx(float(nll[:, :16].mean()), rel=1e-5)
+    assert late == pytest.approx(float(nll[:, 16:].mean()), rel=1e-5)
+    # The bins weigh their positions: 16 early and 48 late targets make up the whole window's mean.
+    assert (16 * early + 48 * late) / 64 == pytest.approx(float(nll.mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="must rise"):
+        perplexity.loss_by_position(model, windows, [0, 70])

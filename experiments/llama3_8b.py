@@ -1,0 +1,17 @@
+"""The Llama 3 8B pre-training recipe as Slurm jobs (training/configs/llama3_8b.yaml; experiments/paper_scale.py).
+
+Print the plan: ./bazelw run //experiments:llama3_8b -- --dry-run
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from experiments.paper_scale import PaperConfig, dry_run, preflight, stages
+
+__all__ = ["Config", "dry_run", "preflight", "stages"]
+
+
+@dataclass
+class Config(PaperConfig):
+    recipe: str = "llama3_8b"
