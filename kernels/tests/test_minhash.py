@@ -62,14 +62,17 @@ def test_cpu_signatures_equal_datasketch(shared):
     assert abs(estimate - true_jaccard) < 0.08, (estimate, true_jaccard)
 
 
-def test_gpu_signatures_equal_cpu_reference(shared):
-    count, message = minhash.device_count()
-    if count == 0:
-        pytest.skip(f"the CUDA kernel needs a GPU; none here ({message})")
+def test_gpu_signatures_equal_cpu_reference_and_refuse_clearly_without_a_gpu(shared):
     _, hashes, offsets = corpus(shared)
     long_doc = np.random.default_rng(0).integers(0, 2**32, 5000, dtype=np.uint32)  # spans several smem tiles
     hashes = np.concatenate([hashes, long_doc])
     offsets = np.append(offsets, offsets[-1] + long_doc.size)
+    count, message = minhash.device_count()
+    if count == 0:  # no usable GPU (these CI machines): the GPU path refuses, naming the runtime's reason
+        with pytest.raises(RuntimeError, match="needs a CUDA GPU") as refusal:
+            minhash.signatures(hashes, offsets, 128)
+        assert message in str(refusal.value)
+        return
     for num_perm in (128, 700):  # 700: more permutations than one sweep of a block covers (512)
         np.testing.assert_array_equal(
             minhash.signatures(hashes, offsets, num_perm), minhash.signatures_cpu(hashes, offsets, num_perm)
