@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from eval import gsm8k, hendrycks_math, stats
 from eval.equivalence import Judge
+from eval.generation import cut
 
 
 def grade_gsm8k(items: Sequence[gsm8k.Item], outputs: Sequence[str]) -> list[dict]:
@@ -21,7 +22,7 @@ def grade_math(
     """Per item: id, subject, level, gold and extracted answers, score and the check that decided it."""
     if len(items) != len(outputs):
         raise ValueError(f"{len(items)} MATH items but {len(outputs)} outputs")
-    extracted = [hendrycks_math.extract_answer(hendrycks_math.truncate(out)) for out in outputs]
+    extracted = [hendrycks_math.extract_answer(cut(out, hendrycks_math.STOP_STRINGS)) for out in outputs]
     own = judge is None
     judge = judge or Judge(timeout=timeout)
     try:

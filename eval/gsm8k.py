@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from eval.generation import cut
 from tools.paths import shared_dir
 
 # Wei et al. (2022), "Chain-of-Thought Prompting Elicits Reasoning in Large Language Models", the eight
@@ -109,16 +110,6 @@ def prompt(question: str, n_shot: int = 8) -> str:
     return "\n\n".join([*shots, f"Q: {question}\nA:"])
 
 
-def truncate(output: str, stops: tuple[str, ...] = STOP_STRINGS) -> str:
-    """Cut the generated text at the first stop string (what `until` does in the harness)."""
-    cut = len(output)
-    for s in stops:
-        i = output.find(s)
-        if i != -1:
-            cut = min(cut, i)
-    return output[:cut]
-
-
 def extract_strict(output: str) -> str:
     m = STRICT_RE.search(output)
     return m.group(1).strip() if m else INVALID
@@ -144,7 +135,7 @@ def is_correct(extracted: str, answer: str) -> bool:
 
 def grade(output: str, answer: str) -> dict:
     """Both extractions of one model output and whether each matches the gold answer."""
-    output = truncate(output)
+    output = cut(output, STOP_STRINGS)
     strict, flexible = extract_strict(output), extract_flexible(output)
     return {
         "strict": strict,

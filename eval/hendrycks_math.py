@@ -131,15 +131,6 @@ def prompt(problem: str, n_shot: int = 4) -> str:
     return "\n\n".join([*shots, f"Problem:\n{problem}\n\nSolution:"])
 
 
-def truncate(output: str, stops: tuple[str, ...] = STOP_STRINGS) -> str:
-    cut = len(output)
-    for s in stops:
-        i = output.find(s)
-        if i != -1:
-            cut = min(cut, i)
-    return output[:cut]
-
-
 def last_boxed(text: str) -> str | None:
     """The content of the last \\boxed{...} (or \\fbox{...}, or "\\boxed x"), braces matched; None if absent."""
     idx = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
