@@ -129,6 +129,18 @@ class Step:
         task.seconds[self.name] += total - upstream
 
 
+def batched(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
+    """Consecutive non-empty lists of up to `size` documents (for steps that work a batch at a time)."""
+    batch: list[Document] = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def applies(cfg: Any, doc: Document) -> bool:
     """A filter's `languages` / `categories` lists restrict it to those documents (empty list: all)."""
     langs = getattr(cfg, "languages", None)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.base import Step, Task, applies
+from data.base import Step, Task, applies, batched
 from data.classifier import NgramClassifier, train_from_jsonl
 from data.document import Document
 from tools import atomic
@@ -108,13 +108,8 @@ class _Classify(Step):
         return None
 
     def process(self, docs: Iterator[Document], task: Task) -> Iterator[Document]:
-        batch: list[Document] = []
-        for doc in docs:
-            batch.append(doc)
-            if len(batch) >= self.cfg.batch:
-                yield from self.run_batch(batch, task)
-                batch = []
-        yield from self.run_batch(batch, task)
+        for batch in batched(docs, self.cfg.batch):
+            yield from self.run_batch(batch, task)
 
     def run_batch(self, batch: list[Document], task: Task) -> Iterator[Document]:
         todo = [d for d in batch if applies(self.cfg, d)]

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from data.base import Step, Task
+from data.base import Step, Task, batched
 from data.document import Document
 from data.html2text import _tidy, extract_html
 
@@ -174,14 +174,9 @@ class Extract(Step):
 
     def process(self, docs: Iterator[Document], task: Task) -> Iterator[Document]:
         st = task.step_stats(self.name)
-        batch: list[Document] = []
         try:
-            for doc in docs:
-                batch.append(doc)
-                if len(batch) >= self.cfg.batch:
-                    yield from self.run_batch(batch, task, st)
-                    batch = []
-            yield from self.run_batch(batch, task, st)
+            for batch in batched(docs, self.cfg.batch):
+                yield from self.run_batch(batch, task, st)
         finally:
             if self.sandbox is not None:
                 st.counters["sandbox restarts"] += self.sandbox.restarts

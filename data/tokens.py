@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from data.base import Step, Task
+from data.base import Step, Task, batched
 from data.document import Document
 
 
@@ -45,17 +45,10 @@ class Tokenize(Step):
         self.tok = load_tokenizer(self.cfg, self.env)
 
     def process(self, docs: Iterator[Document], task: Task) -> Iterator[Document]:
-        batch: list[Document] = []
-        for doc in docs:
-            batch.append(doc)
-            if len(batch) >= self.cfg.batch:
-                yield from self.run_batch(batch, task)
-                batch = []
-        yield from self.run_batch(batch, task)
+        for batch in batched(docs, self.cfg.batch):
+            yield from self.run_batch(batch, task)
 
     def run_batch(self, batch: list[Document], task: Task) -> Iterator[Document]:
-        if not batch:
-            return
         st = task.step_stats(self.name)
         ids = self.tok.encode_batch(
             [d.text for d in batch], bos=self.cfg.bos, eos=self.cfg.eos, num_threads=self.cfg.threads
