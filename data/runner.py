@@ -17,7 +17,6 @@ import glob
 import json
 import os
 import shutil
-import subprocess
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ from tqdm import tqdm
 
 from data.base import GlobalStep, Step, StepStats, Task
 from data.document import Document, DocumentWriter, read_documents
-from tools import atomic
+from tools import atomic, cluster
 
 INPUT_SUFFIXES = (
     ".warc",
@@ -290,11 +289,6 @@ def execute(env: Env, fn: Callable, arglist: list[tuple], desc: str, pool: Proce
             bar.close()
 
 
-def _slurm_state(job_id: str) -> str:
-    out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
-
-
 def _execute_slurm(env: Env, fn: Callable, arglist: list[tuple], desc: str) -> None:
     import submitit
 
@@ -321,7 +315,7 @@ def _execute_slurm(env: Env, fn: Callable, arglist: list[tuple], desc: str) -> N
             # Only the result file is trusted: job.done() asks sacct, which needs Slurm accounting.
             if job.paths.result_pickle.exists():
                 bar.update()
-            elif not _slurm_state(job.job_id) and not job.paths.result_pickle.exists():
+            elif cluster.has_ended(job.job_id) and not job.paths.result_pickle.exists():
                 time.sleep(1.0)  # the result file may land just after the job leaves the queue
                 if not job.paths.result_pickle.exists():
                     bar.close()

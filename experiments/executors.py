@@ -28,39 +28,21 @@ import submitit
 from experiments import dag
 from experiments.config import ExperimentConfig, SlurmConfig
 from experiments.dag import Stage, StageContext, StageFailed, run_stage_job
-from tools import atomic
+from tools import atomic, cluster
 
 KINDS = ("auto", "local", "slurm", "debug")
-# squeue states of a job that has ended: without a result file by then, it will never write one.
-SLURM_ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 # How long a job may look ended without its result file before the stage fails: the file can show up late on
 # a network filesystem, and a job being requeued passes through states quickly.
 ENDED_GRACE_S = 10.0
 SQUEUE_EVERY_S = 2.0  # result files are looked for every 0.5 s; squeue is asked less often
 
 
-def slurm_answers() -> bool:
-    try:
-        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 def resolve_kind(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"executor must be one of {KINDS}, got '{kind}'")
     if kind == "auto":
-        return "slurm" if shutil.which("srun") and slurm_answers() else "local"
+        return "slurm" if shutil.which("srun") and cluster.answers() else "local"
     return kind
-
-
-def slurm_state(job_id: str) -> str | None:
-    """The job's state as squeue reports it, ended jobs included: '' once the controller has forgotten the job,
-    None when squeue cannot say (e.g. the controller does not answer for a while)."""
-    out = subprocess.run(["squeue", "-h", "-t", "all", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True)
-    if out.returncode == 0:
-        return out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
-    return "" if "Invalid job id" in out.stderr else None
 
 
 def task_rank() -> int:
@@ -193,7 +175,7 @@ class StageExecutor:
 
         info = json.loads(record.read_text())
         job = submitit.SlurmJob(folder=info["folder"], job_id=info["job_id"], tasks=range(info.get("tasks", 1)))
-        state = slurm_state(job.job_id)
+        state = cluster.job_state(job.job_id)
         if state in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING"):
             self.log(f"    re-attached to Slurm job {job.job_id} ({state})")
             return job
@@ -221,8 +203,7 @@ class StageExecutor:
                     # A job that ended (or that the controller forgot) without its result files: collect what
                     # there is, which names the failing task or the missing result.
                     next_check = now + SQUEUE_EVERY_S
-                    state = slurm_state(job.job_id)
-                    ended = state is not None and state in SLURM_ENDED | {""}
+                    ended = cluster.has_ended(job.job_id)
                     ended_since = (ended_since or now) if ended else None
                     if ended_since is not None and now - ended_since > ENDED_GRACE_S:
                         break
@@ -244,7 +225,7 @@ class StageExecutor:
                 raise StageFailed(stage, _last_error_line(str(e)) or type(e).__name__, log) from e
         if not all(present):
             missing = present.index(False)
-            state = slurm_state(job.job_id) or "no longer known to squeue"
+            state = cluster.job_state(job.job_id) or "no longer known to squeue"
             cause = f"Slurm job {job.job_id} ended ({state}) without a result from task {missing}"
             raise StageFailed(stage, cause, logs[missing])
         return values[0]

@@ -36,8 +36,9 @@ from pathlib import Path
 from data.pipeline import STEPS, PipelineConfig, SlurmOptions
 from experiments.config import ExperimentConfig
 from experiments.dag import Stage, StageContext
-from experiments.executors import resolve_kind, slurm_answers
+from experiments.executors import resolve_kind
 from experiments.stages import MIX_STEPS, source_path
+from tools import cluster
 from tools.config import load
 from tools.paths import PACKAGE_ROOT, user_path
 
@@ -86,7 +87,7 @@ def refusal(cfg: PaperConfig) -> str | None:
     why = None
     if cfg.executor in ("local", "debug"):
         why = f"executor={cfg.executor} would run them on this machine"
-    elif cfg.executor in ("auto", "slurm") and not (shutil.which("srun") and slurm_answers()):
+    elif cfg.executor in ("auto", "slurm") and not (shutil.which("srun") and cluster.answers()):
         why = "no Slurm cluster answers here (srun is not on PATH or `sinfo` fails)"
     elif cfg.executor not in ("auto", "slurm"):
         resolve_kind(cfg.executor)  # raises, naming the valid kinds

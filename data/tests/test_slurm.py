@@ -1,27 +1,15 @@
 """Shard tasks as a submitit Slurm job array on the single-node Slurm (tools/slurm/start.sh), with the same
 result as in-process execution."""
 
-import subprocess
-
 import pytest
 
 from data.tests.helpers import corpus, final_documents, run_pipeline, tree_bytes
-from tools.paths import PACKAGE_ROOT
-
-
-def slurm_answers() -> bool:
-    try:
-        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+from tools import cluster
 
 
 @pytest.fixture(scope="module", autouse=True)
 def slurm():
-    if not slurm_answers():
-        out = subprocess.run([str(PACKAGE_ROOT / "tools/slurm/start.sh")], capture_output=True, text=True)
-        assert out.returncode == 0, f"no Slurm controller and tools/slurm/start.sh failed:\n{out.stderr}"
-    assert slurm_answers()
+    cluster.ensure_single_node()
 
 
 def test_job_array_matches_inline_run(tmp_path):

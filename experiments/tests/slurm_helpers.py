@@ -12,18 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from experiments import provenance
-from experiments.executors import slurm_answers
 from tools.paths import PACKAGE_ROOT
 
 REQUEUE_SETTLE_S = 3.0
-
-
-def ensure_slurm() -> None:
-    """Start the single-node Slurm when no controller answers (as root; .ci/run starts it before the tests)."""
-    if not slurm_answers():
-        out = subprocess.run([str(PACKAGE_ROOT / "tools/slurm/start.sh")], capture_output=True, text=True)
-        assert out.returncode == 0, f"no Slurm controller and tools/slurm/start.sh failed:\n{out.stderr}"
-    assert slurm_answers()
 
 
 def git_checkout(repo: Path) -> Path:

@@ -5,24 +5,19 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from experiments import dag
-from experiments.executors import slurm_answers
 from experiments.tests.helpers import executions, launch
-from tools.paths import PACKAGE_ROOT
+from tools import cluster
 
 
 @pytest.fixture(scope="module", autouse=True)
 def slurm():
-    if not slurm_answers():
-        out = subprocess.run([str(PACKAGE_ROOT / "tools/slurm/start.sh")], capture_output=True, text=True)
-        assert out.returncode == 0, f"no Slurm controller and tools/slurm/start.sh failed:\n{out.stderr}"
-    assert slurm_answers()
+    cluster.ensure_single_node()
 
 
 def test_stages_run_as_slurm_jobs(checkout):

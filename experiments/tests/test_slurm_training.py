@@ -30,7 +30,6 @@ from experiments.tests import slurm_train
 from experiments.tests.helpers import executions, launch
 from experiments.tests.slurm_helpers import (
     cancel,
-    ensure_slurm,
     git_checkout,
     job_id,
     job_pids,
@@ -38,6 +37,7 @@ from experiments.tests.slurm_helpers import (
     stage_dir,
     wait_for,
 )
+from tools import cluster
 from training import pretrain
 from training.monitor import read_metrics, step_records
 from training.tests.helpers import text_shards
@@ -48,7 +48,7 @@ STEPS = 96
 
 @pytest.fixture(scope="module", autouse=True)
 def slurm():
-    ensure_slurm()
+    cluster.ensure_single_node()
 
 
 @pytest.fixture(scope="module")
