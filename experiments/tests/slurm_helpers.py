@@ -5,27 +5,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from experiments import provenance
-from tools.paths import PACKAGE_ROOT
-
 REQUEUE_SETTLE_S = 3.0
-
-
-def git_checkout(repo: Path) -> Path:
-    """A throwaway git checkout holding the lock file, runs/ ignored (as conftest's `checkout`, for a module)."""
-    (repo / "third_party/python").mkdir(parents=True)
-    shutil.copy(PACKAGE_ROOT / provenance.CPU_LOCK, repo / provenance.CPU_LOCK)
-    (repo / ".gitignore").write_text("/runs/\n")
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "init"]):
-        subprocess.run([*git, *args], check=True)
-    return repo
 
 
 def stage_dir(run: Path, stage: str) -> Path:

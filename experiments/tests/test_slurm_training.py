@@ -27,10 +27,9 @@ from types import SimpleNamespace
 import pytest
 
 from experiments.tests import slurm_train
-from experiments.tests.helpers import executions, launch
+from experiments.tests.helpers import executions, git_checkout, launch
 from experiments.tests.slurm_helpers import (
     cancel,
-    git_checkout,
     job_id,
     job_pids,
     logs_report,
