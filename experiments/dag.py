@@ -54,6 +54,10 @@ class StageContext:
             raise KeyError(f"stage '{self.name}' did not declare '{name}' among its inputs {sorted(self.inputs)}")
         return self.inputs[name]
 
+    def result(self, name: str) -> Any:
+        """What the input stage `name` returned (stored in its COMPLETE.json)."""
+        return json.loads((self.input(name) / COMPLETE).read_text())["result"]
+
 
 class DagError(ValueError):
     """The stage graph itself is wrong (duplicate names, unknown inputs, a cycle)."""

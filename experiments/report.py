@@ -130,9 +130,7 @@ def write(ctx: StageContext) -> dict:
     cfg = ctx.config
     out = ctx.workdir
     curate = _read(ctx.input("curate") / "summary.json")
-    tok = _read(ctx.input("tokenizer") / "COMPLETE.json")["result"]
-    shards = _read(ctx.input("shards") / "COMPLETE.json")["result"]
-    evaluated = _read(ctx.input("evaluate") / "COMPLETE.json")["result"]
+    tok, shards, evaluated = ctx.result("tokenizer"), ctx.result("shards"), ctx.result("evaluate")
     names, evals = evaluated["models"], evaluated["results"]
     evals = {name: evals[name] for name in names}  # recipe order: pretrain, long-context stages, anneal
     lc = _read(ctx.input("long_context") / "summary.json")
