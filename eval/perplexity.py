@@ -55,6 +55,16 @@ def _batch(chunks: list[tuple[np.ndarray, np.ndarray]], seq_len: int):
     return inputs, doc[:, :-1], targets, scored
 
 
+def token_nll(model, h: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """NLL (nats, fp32) of each target [N] given its final hidden state [N, dim], the output head run on
+    `chunk` positions at a time."""
+    out = torch.empty(len(targets), dtype=torch.float32, device=h.device)
+    for i in range(0, len(targets), chunk):
+        logits = model.output(h[i : i + chunk]).float()
+        out[i : i + chunk] = F.cross_entropy(logits, targets[i : i + chunk], reduction="none")
+    return out
+
+
 @torch.inference_mode()
 def nll_sum(model, inputs, doc_ids, targets, scored, chunk: int = 1024) -> tuple[float, int]:
     """Summed NLL (nats) over scored targets, and their count."""
@@ -62,12 +72,7 @@ def nll_sum(model, inputs, doc_ids, targets, scored, chunk: int = 1024) -> tuple
     inputs, doc_ids, targets, scored = (x.to(device) for x in (inputs, doc_ids, targets, scored))
     h = model.hidden(inputs, doc_ids)  # [B, T, dim]
     h, targets, scored = h.reshape(-1, h.shape[-1]), targets.reshape(-1), scored.reshape(-1)
-    h, targets = h[scored], targets[scored]
-    total = 0.0
-    for i in range(0, len(targets), chunk):
-        logits = model.output(h[i : i + chunk]).float()
-        total += float(F.cross_entropy(logits, targets[i : i + chunk], reduction="sum"))
-    return total, int(len(targets))
+    return float(token_nll(model, h[scored], targets[scored], chunk).double().sum()), int(scored.sum())
 
 
 @torch.inference_mode()
@@ -84,8 +89,8 @@ def loss_by_position(model, windows: torch.Tensor, edges: list[int], batch_size:
     sums = torch.zeros(windows.shape[1] - 1, dtype=torch.float64)
     for i in range(0, len(windows), batch_size):
         w = windows[i : i + batch_size].to(device)
-        logits = model(w[:, :-1])  # [b, L, vocab]
-        nll = F.cross_entropy(logits.transpose(1, 2), w[:, 1:], reduction="none")  # [b, L]
+        h = model.hidden(w[:, :-1])  # [b, L, dim]
+        nll = token_nll(model, h.reshape(-1, h.shape[-1]), w[:, 1:].reshape(-1)).view(len(w), -1)  # [b, L]
         sums += nll.sum(0).double().cpu()
     return [float(sums[a:b].sum() / ((b - a) * len(windows))) for a, b in zip(edges, edges[1:])]
 
