@@ -4,7 +4,7 @@
 otherwise. Slurm parameters come from the experiment config (`slurm`, overridden per stage by
 `stage_slurm.<stage>`). Job states come from `squeue`, so no accounting database (sacct) is needed.
 
-Every stage runs as a `StageJob`, which follows submitit's checkpoint protocol: a Slurm time-limit or
+Every stage runs as a `tools.cluster.Requeueable` job (submitit's checkpoint protocol): a Slurm time-limit or
 preemption signal requeues the job, and the rerun calls the stage again in the same workdir, where it finds
 its checkpoints. A job of several tasks (`tasks_per_node`, `nodes`) calls the stage once per task (rank).
 """
@@ -16,8 +16,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -53,42 +51,14 @@ def task_rank() -> int:
         return 0
 
 
-class StageJob:
-    """What a stage's job runs: `run_stage_job` under submitit's checkpoint protocol (the same protocol as
-    training.preemption.Requeueable, which the spine does not import).
-
-    On USR2 (Slurm sends it ahead of the time limit: submitit submits with --signal=USR2@90), submitit calls
-    `checkpoint()` and requeues the job; the rerun calls the stage again in the same workdir, where it finds
-    what it checkpointed. A stage may take the signal over to save first (training's trainer does, also for
-    SIGTERM, then calls submitit's handler). When Slurm requeues the job itself (preemption with
-    PreemptMode=REQUEUE, `scontrol requeue`), it sends SIGTERM and refuses submitit's own requeue ("Job is
-    pending execution"): the job then exits without a result instead of failing, and the requeued run goes on.
-
-    In a job of several tasks every task calls the stage (they are its ranks); rank 0 holds the workdir lock.
-    """
-
-    def __init__(self, fn, ctx: StageContext, launcher_pid: int | None):
-        self.fn, self.ctx, self.launcher_pid = fn, ctx, launcher_pid
-
-    def __call__(self) -> Any:
-        try:
-            if task_rank() == 0:
-                return run_stage_job(self.fn, self.ctx, self.launcher_pid)
-            if self.launcher_pid is not None:
-                threading.Thread(target=dag._exit_when_gone, args=(self.launcher_pid,), daemon=True).start()
-            return self.fn(self.ctx)
-        except subprocess.CalledProcessError as e:
-            if list(e.cmd[:2]) != ["scontrol", "requeue"]:
-                raise
-            # No result file: the launcher keeps waiting for the requeued run (or, if Slurm ends the job
-            # instead, reports that the job ended without a result).
-            print(f"stage '{self.ctx.name}': Slurm refused the requeue (it is requeueing or ending the job "
-                  "itself); exiting without a result", file=sys.stderr, flush=True)  # fmt: skip
-            raise SystemExit(1) from None
-
-    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        # The same call again: the stage resumes from whatever it checkpointed in its workdir.
-        return submitit.helpers.DelayedSubmission(self)
+def run_stage_task(fn, ctx: StageContext, launcher_pid: int | None) -> Any:
+    """One task of a stage's job. Rank 0 runs the stage under the spine (workdir lock, result); in a job of
+    several tasks (`tasks_per_node`, `nodes`) the other ranks call the stage directly: they are its ranks."""
+    if task_rank() == 0:
+        return run_stage_job(fn, ctx, launcher_pid)
+    if launcher_pid is not None:
+        threading.Thread(target=dag._exit_when_gone, args=(launcher_pid,), daemon=True).start()
+    return fn(ctx)
 
 
 def stage_resources(cfg: ExperimentConfig, stage: str) -> SlurmConfig:
@@ -158,7 +128,7 @@ class StageExecutor:
         ex = make_executor(self.kind, folder, res)
         # Local jobs watch the launcher's pid and end themselves if it is killed.
         watch = os.getpid() if self.kind == "local" else None
-        job = ex.submit(StageJob(stage.fn, ctx, watch))
+        job = ex.submit(cluster.Requeueable(run_stage_task, stage.fn, ctx, watch))
         tasks = res.nodes * res.tasks_per_node if self.kind == "slurm" else res.tasks_per_node
         if self.kind == "slurm":
             record = {"job_id": job.job_id, "folder": str(folder), "tasks": tasks}

@@ -1,10 +1,14 @@
 """Asking the Slurm controller, for every package that submits jobs (the data pipeline's job arrays, the experiment
 spine's stages) and for the tests that need a cluster. Job states come from `squeue`, never `sacct`, so no
-accounting database is needed."""
+accounting database is needed. `Requeueable` is submitit's checkpoint protocol, for every job that must survive a
+time limit or preemption (training phases, the spine's stages)."""
 
 from __future__ import annotations
 
 import subprocess
+import sys
+
+import submitit
 
 from tools.paths import PACKAGE_ROOT
 
@@ -44,3 +48,31 @@ def ensure_single_node() -> None:
             raise RuntimeError(f"no Slurm controller and tools/slurm/start.sh failed:\n{out.stderr}")
     if not answers():
         raise RuntimeError("tools/slurm/start.sh ran but no Slurm controller answers sinfo")
+
+
+class Requeueable:
+    """fn(*args, **kwargs) as a submitit job that is requeued, not failed, on a time limit or preemption.
+
+    submitit submits with --signal=USR2@90; on USR2 it calls `checkpoint()`, which resubmits the same call, and
+    requeues the job: the rerun finds what fn saved in its workdir (a training phase takes the signal over to
+    save at a step boundary first, see training/preemption.py). When Slurm requeues the job itself (preemption
+    with PreemptMode=REQUEUE, `scontrol requeue`) it sends SIGTERM and refuses submitit's second requeue ("Job
+    is pending execution"): the job then exits without a result instead of failing, and the requeued run goes on.
+    """
+
+    def __init__(self, fn, *args, **kwargs):
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+
+    def __call__(self):
+        try:
+            return self.fn(*self.args, **self.kwargs)
+        except subprocess.CalledProcessError as e:
+            if list(e.cmd[:2]) != ["scontrol", "requeue"]:
+                raise
+            name = getattr(self.fn, "__name__", repr(self.fn))
+            print(f"{name}: Slurm refused the requeue (it is requeueing or ending the job itself); exiting "
+                  "without a result", file=sys.stderr, flush=True)  # fmt: skip
+            raise SystemExit(1) from None
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(self)

@@ -8,8 +8,8 @@ signal; the trainer, between two steps, saves a consistent checkpoint on every r
 submitit's handler (rank 0 requeues; the resubmitted job resumes from the checkpoint). Outside submitit the
 process exits with 128 + the signal number after the save.
 
-`Requeueable` is the callable class of the protocol: submit `Requeueable(fn, *args)` with any submitit
-executor; its `checkpoint()` resubmits the same call, which finds the checkpoint in its workdir.
+Submit a phase as `tools.cluster.Requeueable(fn, *args)` with any submitit executor: its `checkpoint()`
+resubmits the same call, which finds the checkpoint in its workdir.
 """
 
 from __future__ import annotations
@@ -65,17 +65,3 @@ def _under_submitit() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-class Requeueable:
-    """fn(*args, **kwargs) as a submitit job that is requeued, not failed, on preemption or time-out."""
-
-    def __init__(self, fn, *args, **kwargs):
-        self.fn, self.args, self.kwargs = fn, args, kwargs
-
-    def __call__(self):
-        return self.fn(*self.args, **self.kwargs)
-
-    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
-        # The trainer has already saved its checkpoint at a step boundary; the same call resumes from it.
-        return submitit.helpers.DelayedSubmission(self)

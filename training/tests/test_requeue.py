@@ -10,10 +10,10 @@ import time
 
 import submitit
 
+from tools.cluster import Requeueable
 from tools.paths import PACKAGE_ROOT
 from training import pretrain
 from training.monitor import read_metrics, step_records
-from training.preemption import Requeueable
 from training.tests.helpers import micro_recipe, text_shards
 
 STEPS = 40
