@@ -221,8 +221,6 @@ class Transformer(nn.Module):
         *,
         cache=None,
     ) -> torch.Tensor:
-        if cache is None:
-            return self.output(self.hidden(tokens, doc_ids, positions)).float()
         return self.output(self.hidden(tokens, doc_ids, positions, cache=cache)).float()
 
 

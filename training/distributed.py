@@ -62,13 +62,6 @@ class DistInfo:
         dist.all_gather_object(out, obj)
         return out
 
-    def broadcast_object(self, obj):
-        if not self.active:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
     def _comm_device(self) -> torch.device:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 

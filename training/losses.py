@@ -74,10 +74,6 @@ class LossModule(nn.Module):
         elif kind not in ("cross_entropy", "chunked"):
             raise ValueError(f"loss must be cross_entropy, chunked, fused or module:function, got '{kind}'")
 
-    @property
-    def uses_hidden(self) -> bool:
-        return self.kind != "cross_entropy"
-
     def forward(self, tokens: torch.Tensor, doc_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         targets = targets.reshape(-1)
         if self.kind == "cross_entropy":

@@ -242,18 +242,18 @@ class Trainer:
         n_targets = float(self.info.sum(batch.n_targets))
         scale = self.info.world / max(n_targets, 1.0)
         self.model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64)
+        dev = self.info.device
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)  # on the device: no sync per micro-batch
         for i in range(0, local, micro):
             mb = batch.rows(i, i + micro)
-            dev = self.info.device
             with (
                 D.no_sync(self.module, self.model, sync=i + micro >= local),
                 D.autocast(self.info, self.recipe.parallel),
             ):
                 s = self.module(mb.tokens.to(dev), mb.doc_ids.to(dev), mb.targets.to(dev))
                 (s * scale).backward()
-            loss_sum += s.detach().double().cpu()
-        loss = float(self.info.sum(loss_sum)) / max(n_targets, 1.0)
+            loss_sum += s.detach().double()
+        loss = float(self.info.sum(loss_sum)) / max(n_targets, 1.0)  # the step's one host sync for the loss
         clip = self.cfg.optim.grad_clip
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
         grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
@@ -385,11 +385,13 @@ class Trainer:
         self._last_save_time = time.time()
         self.preemption.install()
         self.monitor.start_progress(target, self.tokens, self.phase)
-        started, start_tokens, records = time.time(), self.tokens, []
+        started, start_tokens = time.time(), self.tokens
+        last_loss, mfu_sum, n_trained = None, 0.0, 0  # over steps that trained (not skipped as spikes)
         try:
             while self.tokens < target:
                 record = self.train_step()
-                records.append(record)
+                if "tokens_per_s" in record:
+                    last_loss, mfu_sum, n_trained = record["loss"], mfu_sum + record["mfu"], n_trained + 1
                 self.monitor.advance(record["batch_tokens"])
                 if self.step % self.recipe.monitor.log_every == 0 and "tokens_per_s" in record:
                     self.monitor.step(record)
@@ -414,15 +416,14 @@ class Trainer:
         else:
             path = self.checkpointer.path(self.step)
             self.checkpointer.mark_milestone(path)
-        trained = [r for r in records if "tokens_per_s" in r]
         seconds = time.time() - started
         return {
             "phase": self.phase,
             "steps": self.step,
             "tokens": self.tokens,
-            "loss": trained[-1]["loss"] if trained else None,
+            "loss": last_loss,
             "tokens_per_s": (self.tokens - start_tokens) / seconds if seconds > 0 else None,
-            "mfu": sum(r["mfu"] for r in trained) / len(trained) if trained else None,
+            "mfu": mfu_sum / n_trained if n_trained else None,
             "seconds": seconds,
             "checkpoint": str(path) if path else None,
             "spikes": self.spike["events"],
