@@ -186,7 +186,7 @@ def run(cfg: PipelineConfig, tokenizer: Any = None) -> dict:
         tasks=tasks,
         cfg=cfg,
         tokenizer=tokenizer,
-        extra={"cwd": os.environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd()},
+        extra={"cwd": str(user_path("."))},  # captured here: Slurm workers lack the caller's environment
     )
     if "tokenize" in cfg.steps:
         from data.tokens import load_tokenizer

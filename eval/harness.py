@@ -408,6 +408,25 @@ def evaluate(
     return results
 
 
+def with_user_paths(cfg: EvalConfig) -> EvalConfig:
+    """The config's data paths resolved like every command-line path (tools.paths.user_path: relative to where
+    ./bazelw was run), so the tasks never open them relative to Bazel's runfiles."""
+    from tools.paths import user_path
+
+    def resolved(path: str) -> str:
+        return str(user_path(path)) if path else path
+
+    r = dataclasses.replace
+    return r(
+        cfg,
+        gsm8k=r(cfg.gsm8k, path=resolved(cfg.gsm8k.path)),
+        math=r(cfg.math, path=resolved(cfg.math.path)),
+        niah=r(cfg.niah, haystack=resolved(cfg.niah.haystack)),
+        ppl=r(cfg.ppl, shards=resolved(cfg.ppl.shards)),
+        contamination=r(cfg.contamination, shards=resolved(cfg.contamination.shards)),
+    )
+
+
 def run(cfg: EvalConfig) -> dict:
     """Load cfg.checkpoint (a model.checkpoint directory) and evaluate it; results in cfg.out."""
     import torch
@@ -424,6 +443,7 @@ def run(cfg: EvalConfig) -> dict:
     if cfg.dtype not in dtypes:
         raise ValueError(f"dtype must be one of {sorted(dtypes)}, got '{cfg.dtype}'")
     ckpt = user_path(cfg.checkpoint)
+    cfg = with_user_paths(cfg)
     model, tokenizer = load_model(ckpt, cfg.device, dtype=dtypes[cfg.dtype])
     model.eval()
     out = user_path(cfg.out) if cfg.out else ckpt / "eval"

@@ -90,7 +90,7 @@ def test_a_killed_eval_resumes_where_it_stopped(tok, tmp_path):
     assert model.prompts == 2
 
 
-def test_cli_on_a_real_checkpoint_with_kv_cache_generation_and_ppl(tok, tmp_path):
+def test_cli_on_a_real_checkpoint_with_kv_cache_generation_and_ppl(tok, tmp_path, monkeypatch):
     args = preset("tiny", n_layers=2, dim=64, n_heads=4, n_kv_heads=2, vocab_size=tok.vocab_size, max_seq_len=1536)
     model = build(args, seed=0)
     save_model(model, tok, tmp_path / "ckpt")
@@ -109,12 +109,13 @@ def test_cli_on_a_real_checkpoint_with_kv_cache_generation_and_ppl(tok, tmp_path
         "max_new_tokens=6",
         "progress=false",
         f"out={tmp_path / 'out'}",
-        f"ppl.shards={tmp_path / 'shards'}",
+        "ppl.shards=shards",  # relative: taken from where ./bazelw was run, as every command-line path
         "ppl.seq_len=64",
         "niah.context_lengths=[512]",
         "niah.depths=[50]",
         "niah.variants=[single]",
     ]
+    monkeypatch.setenv("HERD_CALLER_DIR", str(tmp_path))
     res = run.main(argv)
     t = res["tasks"]
     assert [len(p["output"]) > 0 for p in t["gsm8k"]["predictions"]] == [True, True]
