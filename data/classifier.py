@@ -2,13 +2,14 @@
 
 fastText averages n-gram embeddings and applies a linear layer; without the low-rank bottleneck that is a
 multinomial logistic regression on L2-normalised hashed n-gram counts, which is what this is. Training is
-full-batch L-BFGS on the L2-regularised cross-entropy (scipy), so it is deterministic. Labelled data is JSONL
+full-batch Adam on the L2-regularised cross-entropy, so it is deterministic. Labelled data is JSONL
 with {"text": ..., "label": ...}; `train_from_jsonl` holds out a deterministic fifth of it (by text hash) and
 reports precision and recall per label on it. Models are .npz files (no pickle).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -28,23 +29,26 @@ def tokens(text: str, max_tokens: int) -> list[str]:
     return _TOKEN.findall(_DIGIT.sub("0", text[: 20 * max_tokens].lower()))[:max_tokens]
 
 
+@functools.lru_cache(maxsize=256)
+def _row(text: str, buckets: int, max_words: int) -> tuple[np.ndarray, np.ndarray]:
+    """One text's (bucket indices, values). Cached: the topic, code and math steps classify the same documents
+    one after the other (a batch of 64 apart), so each text is tokenised and hashed once."""
+    h = word_hashes(tokens(text, max_words))
+    feats = np.concatenate((h, combine(h[:-1], h[1:]))) % np.uint64(buckets) if len(h) else np.zeros(0, np.uint64)
+    idx, counts = np.unique(feats.astype(np.int64), return_counts=True)
+    vals = counts / np.sqrt((counts.astype(np.float64) ** 2).sum()) if len(counts) else counts.astype(np.float64)
+    return idx, vals
+
+
 def featurize(texts: Sequence[str], buckets: int, max_words: int = 2000) -> csr_matrix:
     """Rows: L2-normalised counts of hashed token unigrams and bigrams (the first max_words tokens)."""
-    indptr, indices, data = [0], [], []
-    for t in texts:
-        words = tokens(t, max_words)
-        h = word_hashes(words)
-        feats = np.concatenate((h, combine(h[:-1], h[1:]))) % np.uint64(buckets) if len(h) else np.zeros(0, np.uint64)
-        idx, counts = np.unique(feats.astype(np.int64), return_counts=True)
-        vals = counts / np.sqrt((counts.astype(np.float64) ** 2).sum()) if len(counts) else counts.astype(np.float64)
-        indices.append(idx)
-        data.append(vals)
-        indptr.append(indptr[-1] + len(idx))
+    rows = [_row(t, buckets, max_words) for t in texts]
+    indptr = np.cumsum([0] + [len(idx) for idx, _ in rows])
     return csr_matrix(
         (
-            np.concatenate(data) if data else np.zeros(0),
-            np.concatenate(indices) if indices else np.zeros(0, np.int64),
-            np.array(indptr),
+            np.concatenate([v for _, v in rows]) if rows else np.zeros(0),
+            np.concatenate([i for i, _ in rows]) if rows else np.zeros(0, np.int64),
+            indptr,
         ),
         shape=(len(texts), buckets),
     )

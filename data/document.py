@@ -137,7 +137,3 @@ def read_documents(path: str | os.PathLike, columns: list[str] | None = None) ->
                 chunk = token_col[j]
                 kw["tokens"] = None if not chunk.is_valid else chunk.values.to_numpy(zero_copy_only=False)
             yield Document(**kw)
-
-
-def count_documents(path: str | os.PathLike) -> int:
-    return pq.ParquetFile(path).metadata.num_rows

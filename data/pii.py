@@ -88,13 +88,14 @@ class Pii(Step):
             raise ValueError(f"pii.kinds: unknown {unknown}; known {sorted(PATTERNS)}")
         if self.cfg.mode not in ("mask", "keep"):
             raise ValueError(f"pii.mode must be mask or keep, got '{self.cfg.mode}'")
+        self.kinds = sorted(self.cfg.kinds, key=list(PATTERNS).index)  # IPs before phones
 
     def process(self, docs: Iterator[Document], task: Task) -> Iterator[Document]:
         st = task.step_stats(self.name)
         for doc in docs:
             found = 0
             text = doc.text
-            for kind in sorted(self.cfg.kinds, key=list(PATTERNS).index):  # IPs before phones
+            for kind in self.kinds:
                 if kind == "email" and "@" not in text:
                     continue
                 text, n = PATTERNS[kind].subn(self.cfg.tags.get(kind, f"<{kind.upper()}>"), text)

@@ -139,10 +139,6 @@ def write_report(out: Path, result: dict, sections: dict[str, str]) -> dict:
     return summary
 
 
-def load_summary(out: Path) -> dict:
-    return json.loads((Path(out) / "report" / "summary.json").read_text())
-
-
 def _json_block(obj) -> str:
     return "```json\n" + json.dumps(obj, indent=1, sort_keys=True) + "\n```"
 

@@ -3,7 +3,7 @@
 Per shard, documents become 32 bytes on disk (URL hash, crawl time, two tie-break hashes), split into
 `partitions` by URL hash; the resolve step sorts one partition at a time, so memory is bounded by the
 largest partition rather than the dataset. Ties in crawl time go to the smaller content hash, then id hash,
-so the survivor does not depend on how the input was sharded.
+so the survivor does not depend on how the input was sharded. Documents without a URL pass untouched.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ TRACKING = re.compile(r"^(utm_[a-z]+|fbclid|gclid|mc_[a-z]+|ref|sessionid|sid|ph
 @dataclass
 class UrlDedupConfig:
     partitions: int = 16
-    keep_empty_urls: bool = True  # documents without a URL are not deduplicated
 
 
 def normalize_url(url: str) -> str:
@@ -134,9 +133,6 @@ class UrlDedup(GlobalStep):
             order = np.argsort(pos, kind="stable")
             save_arrays(gdir / "resolved-0" / f"{shard_name(s)}.npz", pos=pos[order], keep_time=kt[order])
         return {"distinct urls": urls, "older crawls dropped": dropped}
-
-    def setup(self) -> None:
-        self.decisions = None
 
     def process(self, docs: Iterator[Document], task: Task) -> Iterator[Document]:
         from data.runner import global_dir
