@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from data.shards import ShardSet
+from data.textnorm import mix64
 from eval import stats
 
 _P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the polynomial rolling hash
@@ -35,17 +36,9 @@ class ContaminationConfig:
     block_tokens: int = 1 << 22  # training tokens hashed at a time (memory ~ 40 bytes per token)
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: spreads token ids over 64 bits before they are combined."""
-    z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
 def ngram_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
     """uint64 hash of every length-n window of `tokens` ([len - n + 1]; empty when shorter than n)."""
-    m = _mix(np.asarray(tokens))
+    m = mix64(np.asarray(tokens).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))  # token ids over 64 bits
     count = len(m) - n + 1
     if count <= 0:
         return np.zeros(0, dtype=np.uint64)
