@@ -149,18 +149,20 @@ def model_from_state_dict(
 # ---- the project's model directory ----
 def save_model(
     model: Transformer,
-    tokenizer: Tokenizer,
+    tokenizer: Tokenizer | None,
     path: str | os.PathLike,
     *,
     state_dict: dict[str, torch.Tensor] | None = None,
     dtype: torch.dtype | None = None,
 ) -> Path:
     """Write params.json, model.safetensors and tokenizer/ atomically. Pass `state_dict` to save a full
-    state dict gathered elsewhere (e.g. from an FSDP model); `dtype` casts floating tensors (e.g. bfloat16)."""
-    if not isinstance(tokenizer, Tokenizer):
+    state dict gathered elsewhere (e.g. from an FSDP model; `model` may then live on the meta device); `dtype`
+    casts floating tensors (e.g. bfloat16). `tokenizer=None` writes no tokenizer/ (training runs whose shards
+    name none); load_model needs one."""
+    if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
         raise TypeError(f"save_model needs a model.tokenizer.Tokenizer, got {type(tokenizer).__name__}")
     args = model.args
-    if tokenizer.vocab_size > args.vocab_size:
+    if tokenizer is not None and tokenizer.vocab_size > args.vocab_size:
         raise CheckpointError(f"tokenizer vocab_size {tokenizer.vocab_size} exceeds the model's {args.vocab_size}")
     sd = clean_state_dict(state_dict if state_dict is not None else model.state_dict())
     check_state_dict({k: tuple(v.shape) for k, v in sd.items()}, args, "model state dict")
@@ -168,7 +170,8 @@ def save_model(
     with atomic.directory(path) as tmp:
         (tmp / PARAMS_FILE).write_text(json.dumps(args_to_params(args), indent=2) + "\n", encoding="utf-8")
         save_file(sd, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "herd": "model/1"})
-        tokenizer.save(tmp / TOKENIZER_DIR)
+        if tokenizer is not None:
+            tokenizer.save(tmp / TOKENIZER_DIR)
     return Path(path)
 
 
@@ -192,22 +195,31 @@ def safetensors_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def load_safetensors(files: list[Path], device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+def load_safetensors(
+    files: list[Path], device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
+    """Every tensor of `files` on `device`; with `dtype`, floating tensors are cast one at a time as they are read
+    (so a float32 file loaded as bf16 never holds both copies of the whole model)."""
     out = {}
     for file in files:
         with safe_open(str(file), framework="pt", device=str(device)) as f:
             names = f.keys()
             for key in names:
-                out[key] = f.get_tensor(key)
+                t = f.get_tensor(key)
+                out[key] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
     return out
 
 
 def read_safetensors(
-    files: list[Path], args: ModelArgs, device: str | torch.device = "cpu", source: str | None = None
+    files: list[Path],
+    args: ModelArgs,
+    device: str | torch.device = "cpu",
+    source: str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor]:
     """Check names and shapes from the headers of `files` (before reading any data), then load the tensors."""
     check_state_dict(safetensors_shapes(files), args, source or ", ".join(map(str, files)))
-    return load_safetensors(files, device)
+    return load_safetensors(files, device, dtype)
 
 
 def load_model(
@@ -224,9 +236,7 @@ def load_model(
     params = read_params(path / PARAMS_FILE)
     args = args_from_params(params, str(path / PARAMS_FILE), required=("dim", "n_layers", "n_heads", "vocab_size"))
     args = dataclasses.replace(args, **overrides)
-    sd = read_safetensors([path / WEIGHTS_FILE], args, device)
-    if dtype is not None:
-        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+    sd = read_safetensors([path / WEIGHTS_FILE], args, device, dtype=dtype)
     model = model_from_state_dict(args, sd, device)
     tokenizer = Tokenizer.load(path / TOKENIZER_DIR)
     if tokenizer.vocab_size > args.vocab_size:

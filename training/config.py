@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tools import config as tools_config
+from tools.paths import user_path
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PAPER_MIX = {"general": 0.50, "math": 0.25, "code": 0.17, "multilingual": 0.08}  # paper section 3.1.2
@@ -204,10 +205,9 @@ class Recipe:
 
 
 def recipe_path(name: str) -> Path:
-    """training/configs/<name>.yaml, or `name` itself when it is a path."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml"):
-        return path
+    """training/configs/<name>.yaml, or `name` itself when it is a path (relative: to where ./bazelw was run)."""
+    if Path(name).suffix in (".yaml", ".yml"):
+        return user_path(name)
     found = CONFIG_DIR / f"{name}.yaml"
     if not found.is_file():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))

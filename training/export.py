@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
 
 from data.shards import ShardSet
-from tools import atomic
 from tools.paths import user_path
 from training.checkpoint import full_model_state
 
@@ -44,37 +42,16 @@ def load_tokenizer(spec: str, shards_dir: str | Path):
     return tok
 
 
-def clean_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Meta's parameter names, without wrapper prefixes (activation checkpointing, compile, DDP)."""
-    out = {}
-    for key, value in sd.items():
-        for prefix in ("_checkpoint_wrapped_module.", "_orig_mod.", "module."):
-            key = key.replace(prefix, "")
-        out[key] = value
-    return out
-
-
 def export_model(model: torch.nn.Module, args, tokenizer, path: str | Path, main: bool) -> dict:
-    """Write the model directory at `path` (call on every rank; rank 0 writes). Uses model.checkpoint.save_model
-    when a tokenizer is known; without one, params.json + model.safetensors in the same layout."""
+    """Write the model directory at `path` in float32 with model.checkpoint.save_model (call on every rank:
+    the state dict is gathered from all of them; rank 0 writes). Without a tokenizer, tokenizer/ is left out."""
+    from model.checkpoint import save_model
+    from model.llama import Transformer
+
     sd = full_model_state(model)
     if not main:
         return {}
-    sd = {k: v.float().contiguous() for k, v in clean_names(sd).items()}
-    path = Path(path)
-    if tokenizer is not None:
-        from model.checkpoint import save_model
-        from model.llama import Transformer
-
-        with torch.device("meta"):
-            shell = Transformer(args)
-        save_model(shell, tokenizer, path, state_dict=sd)
-        return {"path": str(path), "tokenizer": True}
-    from safetensors.torch import save_file
-
-    from model.checkpoint import args_to_params
-
-    with atomic.directory(path) as tmp:
-        (tmp / "params.json").write_text(json.dumps(args_to_params(args), indent=2) + "\n")
-        save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt", "herd": "model/1"})
-    return {"path": str(path), "tokenizer": False}
+    with torch.device("meta"):
+        shell = Transformer(args)  # carries args; the weights come from `sd`
+    save_model(shell, tokenizer, path, state_dict=sd, dtype=torch.float32)
+    return {"path": str(path), "tokenizer": tokenizer is not None}

@@ -189,10 +189,11 @@ class Trainer:
         return str(init_from)
 
     def _load_exported(self, path: Path) -> None:
-        from safetensors.torch import load_file
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-        sd = load_file(str(path / "model.safetensors"))
+        from model.checkpoint import WEIGHTS_FILE, read_safetensors
+
+        sd = read_safetensors([path / WEIGHTS_FILE], self.args)  # names and shapes checked against this model
         set_model_state_dict(self.model, sd, options=StateDictOptions(full_state_dict=True))
 
     def _load(self, path: Path) -> None:
