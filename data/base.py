@@ -207,16 +207,13 @@ def check_funnel(steps: list[tuple[str, StepStats]]) -> list[str]:
 
 
 def save_arrays(path: Path, **arrays) -> None:
-    """Write arrays as one .npz, atomically (temporary name, then rename)."""
-    import os
-
+    """Write arrays as one .npz, atomically (tools.atomic.replacing)."""
     import numpy as np
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    from tools import atomic
+
+    with atomic.replacing(path, ".npz") as tmp:
+        np.savez(tmp, **arrays)
 
 
 def load_arrays(path: Path, keys: list[str] | None = None) -> dict:

@@ -83,11 +83,9 @@ def chart(funnel: pl.DataFrame, path: Path) -> None:
     ax.set_xlim(0, max([k + d for k, d in zip(kept, dropped)] + [1]) * 1.45)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, metadata={"Software": None})
+    with atomic.replacing(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100, metadata={"Software": None})
     plt.close(fig)
-    tmp.replace(path)
 
 
 def write_report(out: Path, result: dict, sections: dict[str, str]) -> dict:
@@ -102,8 +100,8 @@ def write_report(out: Path, result: dict, sections: dict[str, str]) -> dict:
     rdir = out / "report"
     rdir.mkdir(parents=True, exist_ok=True)
     for key, df in frames.items():
-        df.write_parquet(rdir / f".{key}.parquet.tmp")
-        (rdir / f".{key}.parquet.tmp").replace(rdir / f"{key}.parquet")
+        with atomic.replacing(rdir / f"{key}.parquet") as tmp:
+            df.write_parquet(tmp)
     errors = check_funnel(steps)
     first, last = steps[0][1], steps[-1][1]
     total_dropped = sum(sum(st.dropped.values()) for _, st in steps)

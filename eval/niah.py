@@ -16,7 +16,6 @@ training: n single-needle samples at seq_len, depths spread evenly over 0..100%,
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import uuid
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from eval import generation
+from tools import atomic
 from tools.paths import shared_dir
 
 VARIANTS = ("single", "multikey", "multivalue")
@@ -329,11 +329,9 @@ def heatmap(records: list[dict], path: str | Path, title: str = "Needle in a hay
     fig.colorbar(im, ax=axes[0].tolist(), label="accuracy")
     fig.suptitle(title)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic.replacing(path, ".png") as tmp:  # a reader never sees half a PNG
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)  # atomic: a reader never sees half a PNG
     return path
 
 

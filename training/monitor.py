@@ -210,11 +210,9 @@ class Monitor:
         ax2.set_xlabel("tokens")
         fig.tight_layout()
         out = self.workdir / "plots" / f"{name}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp.png")
-        fig.savefig(tmp, dpi=100)
+        with atomic.replacing(out, ".png") as tmp:
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
-        os.replace(tmp, out)
         return out
 
     def close(self) -> None:

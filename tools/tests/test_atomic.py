@@ -53,3 +53,18 @@ def test_sigkill_during_write_keeps_the_old_content(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert path.read_bytes() in (b"old", b"x" * (64 << 20))
+
+
+def test_replacing_hands_a_writer_a_temp_path_with_its_extension(tmp_path):
+    import numpy as np
+
+    out = tmp_path / "arrays.npz"
+    with atomic.replacing(out, ".npz") as tmp:
+        assert tmp.name.endswith(".tmp.npz") and tmp.parent == tmp_path
+        np.savez(tmp, a=np.arange(3))  # np.savez would append .npz to a name without it
+    assert np.load(out)["a"].tolist() == [0, 1, 2]
+    with pytest.raises(RuntimeError), atomic.replacing(out, ".npz") as tmp:
+        np.savez(tmp, a=np.arange(5))
+        raise RuntimeError("writer failed")
+    assert np.load(out)["a"].tolist() == [0, 1, 2]  # the old file stands
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz"]  # no temporary left behind
