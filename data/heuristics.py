@@ -250,7 +250,7 @@ class C4Filter(Filter):
 
 @dataclass
 class DirtyWordsConfig:
-    wordlist_dir: str = "shared:data/wordlists/ldnoobw"  # one file per language code (LDNOOBW layout)
+    wordlist_dir: str = "assets:wordlists/ldnoobw"  # one file per language code (LDNOOBW layout)
     max_fraction: float = 0.02  # drop when dirty-word hits / words exceeds this ...
     min_hits: int = 3  # ... and there are at least this many hits
     fallback: str = ""  # list for languages without a file ("" = do not check them)

@@ -41,6 +41,7 @@ from data.runner import Env, expand_inputs, identity_of, plan_tasks, prepare_out
 from data.tokens import Tokenize, TokenizeConfig
 from data.urldedup import UrlDedup, UrlDedupConfig
 from tools import atomic
+from tools.cluster import SlurmConfig
 from tools.config import parse, save
 from tools.paths import user_path
 
@@ -69,16 +70,6 @@ STEPS = {
         WriteShards,
     )
 }
-
-
-@dataclass
-class SlurmOptions:
-    partition: str = ""
-    account: str = ""
-    timeout_min: int = 60
-    cpus_per_task: int = 1
-    mem_gb: float = 4.0
-    array_parallelism: int = 64
 
 
 @dataclass
@@ -113,7 +104,7 @@ class PipelineConfig:
     overwrite: bool = False  # start over when `output` holds a run with other arguments
     progress: bool = True
     write_documents: bool = True  # the final documents as Parquet under output/documents/
-    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    slurm: SlurmConfig = field(default_factory=lambda: SlurmConfig(cpus_per_task=1))  # each array task
     report: ReportConfig = field(default_factory=ReportConfig)
     read: ReadConfig = field(default_factory=ReadConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)

@@ -68,12 +68,13 @@ class Env:
     extra: dict = field(default_factory=dict)
 
     def path(self, p: str) -> Path:
-        """A path from the config: `shared:<rel>` is in the shared data folder, `data:<rel>` in this package,
-        anything else absolute or relative to where the pipeline was started."""
-        from tools.paths import PACKAGE_ROOT, shared_dir
+        """A path from the config: `assets:<rel>` is the project's vendored data (checked against its sha256),
+        `data:<rel>` in this package, anything else absolute or relative to where the pipeline was started."""
+        from tools import assets
+        from tools.paths import PACKAGE_ROOT
 
-        if p.startswith("shared:"):
-            return shared_dir() / p[len("shared:") :]
+        if p.startswith(assets.PREFIX):
+            return assets.resolve(p)
         if p.startswith("data:"):
             return PACKAGE_ROOT / "data" / p[len("data:") :]
         path = Path(p).expanduser()
@@ -290,23 +291,8 @@ def execute(env: Env, fn: Callable, arglist: list[tuple], desc: str, pool: Proce
 
 
 def _execute_slurm(env: Env, fn: Callable, arglist: list[tuple], desc: str) -> None:
-    import submitit
-
-    s = env.cfg.slurm
     folder = env.output / "logs" / "slurm" / "_".join(desc.split(" (")[0].split())
-    ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    params: dict[str, Any] = dict(
-        timeout_min=s.timeout_min,
-        cpus_per_task=s.cpus_per_task,
-        mem_gb=s.mem_gb,
-        slurm_array_parallelism=s.array_parallelism,
-    )
-    if s.partition:
-        params["slurm_partition"] = s.partition
-    if s.account:
-        params["slurm_account"] = s.account
-    ex.update_parameters(**params)
-    jobs = ex.map_array(_call, [fn] * len(arglist), arglist)
+    jobs = cluster.executor(folder, env.cfg.slurm).map_array(_call, [fn] * len(arglist), arglist)
     bar = tqdm(total=len(jobs), desc=desc, unit="task", disable=not env.cfg.progress, leave=False)
     pending = list(jobs)
     while pending:

@@ -2,12 +2,12 @@
 
     ./bazelw run //data:synthetic -- output=corpus/ [scale=1 shards=4 seed=0 format=warc]
 
-Clean pages in every mix category are built from real text where the shared data has it (C4 and Paul Graham
-essays for general prose, GSM8K and MATH train problems for math, UDHR translations for multilingual) and
-generated where it does not (Python tutorial pages, arithmetic word problems); each is wrapped in a web page
-with navigation, sidebar and footer boilerplate. Planted among them, each with the step expected to catch it:
-exact and near duplicates (MinHash), older crawls of the same URL (URL dedup), boilerplate lines repeated in
-many pages (line dedup), log and keyword spam and gibberish (heuristics, language ID), PII (masked, or
+Clean pages in every mix category are built from real text where the vendored data (third_party/data) has it
+(C4 and Paul Graham essays for general prose, GSM8K and MATH train problems for math, UDHR translations for
+multilingual) and generated where it does not (Python tutorial pages, arithmetic word problems); each is wrapped
+in a web page with navigation, sidebar and footer boilerplate. Planted among them, each with the step expected
+to catch it: exact and near duplicates (MinHash), older crawls of the same URL (URL dedup), boilerplate lines
+repeated in many pages (line dedup), log and keyword spam and gibberish (heuristics, language ID), PII (masked, or
 dropped when dense), dirty-word pages, blocked domains, binary payloads, empty pages, plus passkey-retrieval
 documents for long-context training. Written as gzipped WARC shards (or JSONL), with:
 
@@ -32,8 +32,8 @@ from omegaconf import MISSING
 
 from data import synthetic_text as st
 from data.textnorm import hash_str, ngram_hashes, normalize
-from tools import atomic
-from tools.paths import shared_dir, user_path
+from tools import assets, atomic
+from tools.paths import user_path
 
 BLOCKED_DOMAINS = ["casino-jackpot-bonus.example", "free-pills-online.example", "hot-singles-nearby.example"]
 BOILERPLATE = [
@@ -128,19 +128,19 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def load_sources(rng: random.Random) -> dict:
-    data = shared_dir() / "data"
-    c4 = _jsonl(data / "web" / "c4_sample.jsonl")
+    c4 = assets.jsonl("web/c4_sample.jsonl")
     rng.shuffle(c4)
-    essays = sorted((data / "niah" / "paul_graham_essays").glob("*.txt"))
-    gsm = _jsonl(data / "gsm8k" / "train.jsonl")
+    essays = sorted(assets.path("niah/paul_graham_essays").glob("*.txt"))
+    gsm = assets.jsonl("gsm8k/train.jsonl.gz")
     rng.shuffle(gsm)
-    math = [r for r in _jsonl(data / "math" / "math_train.jsonl") if len(r["solution"]) < 1500]
+    math = [r for r in assets.jsonl("math/math_train.jsonl.gz") if len(r["solution"]) < 1500]
     rng.shuffle(math)
     udhr = {}
-    index = (data / "multilingual" / "udhr" / "index.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    udhr_dir = assets.path("multilingual/udhr")
+    index = (udhr_dir / "index.tsv").read_text(encoding="utf-8").splitlines()[1:]
     for row in index:
         fname, _, _, bcp47, *_ = row.split("\t")
-        body = (data / "multilingual" / "udhr" / fname).read_text(encoding="utf-8").split("\n---\n", 1)[-1]
+        body = (udhr_dir / fname).read_text(encoding="utf-8").split("\n---\n", 1)[-1]
         udhr[bcp47] = [p.strip() for p in body.splitlines() if p.strip()]
     return {"c4": c4, "essays": essays, "gsm": gsm, "math": math, "udhr": udhr}
 
@@ -302,7 +302,7 @@ def build(cfg: SyntheticConfig) -> tuple[list[Doc], dict[str, list[dict]]]:
         b.add("pii_dense", "general", *st.pii_directory(rng), expect="dropped", steps=["pii", "langid"])
     dirty = [
         w
-        for w in (shared_dir() / "data" / "wordlists" / "ldnoobw" / "en").read_text().splitlines()
+        for w in assets.path("wordlists/ldnoobw/en").read_text().splitlines()
         if w.strip() and " " not in w.strip()
     ]
     for _ in range(b.n(10)):

@@ -1,6 +1,6 @@
 """A tolerant streaming WARC/WET parser: gzip (per record, one member, or misaligned members) or plain.
 
-Real crawls are not always well formed (../shared/data/web/warcio-broken): Content-Length can be wrong (the
+Real crawls are not always well formed (third_party/data/web/warcio-broken): Content-Length can be wrong (the
 ccNet WET sample counts characters, not bytes), gzip members need not line up with records, files end early.
 Rather than trusting Content-Length blindly, after each block the parser checks that the next record starts
 where it should; if not, it extends the block to the next `WARC/` line (as cc_net does) and counts a repair.

@@ -11,13 +11,14 @@ Both are compared with the gold number by exact match after lower-casing and del
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from eval.dataset import DatasetConfig, DatasetError, load_rows
 from eval.generation import cut
-from tools.paths import shared_dir
+
+VENDORED = {"test": "gsm8k/test.jsonl.gz", "train": "gsm8k/train.jsonl.gz"}  # third_party/data
 
 # Wei et al. (2022), "Chain-of-Thought Prompting Elicits Reasoning in Large Language Models", the eight
 # math word problem exemplars (their Table 20), as (question, chain of thought ending "The answer is N.").
@@ -84,23 +85,18 @@ class Item:
     answer: str  # N
 
 
-def load(path: str | Path | None = None, split: str = "test") -> list[Item]:
-    """GSM8K items from a jsonl with `question` and `answer` (default: the shared copy of the split)."""
-    path = Path(path) if path is not None else shared_dir() / "data" / "gsm8k" / f"{split}.jsonl"
+def load(source: DatasetConfig | str | Path | None = None, split: str = "test") -> list[Item]:
+    """GSM8K items (`question`, and `answer` ending "#### N") from a DatasetConfig, a local file or folder, or by
+    default the vendored copy of `split`."""
+    cfg = source if isinstance(source, DatasetConfig) else DatasetConfig(path=str(source or ""), split=split)
+    rows, where, split = load_rows(cfg, VENDORED, ("question", "answer"))
     items = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                solution = row["answer"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise ValueError(f"{path}: line {i + 1} is not a GSM8K record ({e})") from None
-            if "####" not in solution:
-                raise ValueError(f"{path}: line {i + 1} has no '#### <answer>' in its answer")
-            answer = solution.split("####")[-1].strip()
-            items.append(Item(f"gsm8k/{split}/{i}", row["question"], solution, answer))
+    for i, row in enumerate(rows):
+        solution = row["answer"]
+        if "####" not in solution:
+            raise DatasetError(f"{where}: record {i + 1} field 'answer' has no '#### <answer>'")
+        answer = solution.split("####")[-1].strip()
+        items.append(Item(f"gsm8k/{split}/{i}", row["question"], solution, answer))
     return items
 
 

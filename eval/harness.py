@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eval import contamination, generation, grading, gsm8k, hendrycks_math, niah, perplexity
+from eval.dataset import DatasetConfig
 from eval.equivalence import Judge
 from tools import atomic
 from tools import config as tconfig
@@ -34,8 +35,8 @@ TASKS = ("gsm8k", "math500", "math", "niah", "ppl")
 
 
 @dataclass
-class GenerationTaskConfig:
-    path: str = ""  # a local jsonl instead of the shared copy
+class GenerationTaskConfig(DatasetConfig):
+    # Where the items come from (eval/dataset.py: the vendored copy by default, a local path, or a hub dataset).
     n_shot: int = -1  # -1 = the standard count (8 for GSM8K, 4 for MATH)
 
 
@@ -171,7 +172,7 @@ class Harness:
 
     # ---- tasks ----
     def gsm8k(self) -> dict:
-        items = self._limit(gsm8k.load(self.cfg.gsm8k.path or None))
+        items = self._limit(gsm8k.load(self.cfg.gsm8k))
         n_shot = self.cfg.gsm8k.n_shot if self.cfg.gsm8k.n_shot >= 0 else 8
         prompts = self._encode([gsm8k.prompt(it.question, n_shot) for it in items])
         outputs, skipped, tp = self._generate("gsm8k", [it.id for it in items], prompts, gsm8k.STOP_STRINGS)
@@ -186,7 +187,7 @@ class Harness:
 
     def math(self, subset: str) -> dict:
         task = "math500" if subset == "math500" else "math"
-        items = self._limit(hendrycks_math.load(self.cfg.math.path or None, subset=subset))
+        items = self._limit(hendrycks_math.load(self.cfg.math, subset=task))
         n_shot = self.cfg.math.n_shot if self.cfg.math.n_shot >= 0 else 4
         prompts = self._encode([hendrycks_math.prompt(it.problem, n_shot) for it in items])
         outputs, skipped, tp = self._generate(task, [it.id for it in items], prompts, hendrycks_math.STOP_STRINGS)
@@ -295,9 +296,9 @@ class Harness:
     def contamination_report(self, results: dict) -> dict:
         cfg = self.cfg.contamination
         loaders = {
-            "gsm8k": lambda: self._limit(gsm8k.load(self.cfg.gsm8k.path or None)),
-            "math500": lambda: self._limit(hendrycks_math.load(self.cfg.math.path or None, subset="math500")),
-            "math": lambda: self._limit(hendrycks_math.load(self.cfg.math.path or None, subset="test")),
+            "gsm8k": lambda: self._limit(gsm8k.load(self.cfg.gsm8k)),
+            "math500": lambda: self._limit(hendrycks_math.load(self.cfg.math, subset="math500")),
+            "math": lambda: self._limit(hendrycks_math.load(self.cfg.math, subset="math")),
         }
         tasks = [t for t in results if t in loaders]
         benches = {t: contamination.item_texts(t, loaders[t]()) for t in tasks}

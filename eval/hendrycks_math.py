@@ -15,12 +15,17 @@ pair "0,1" stays), where the original also merged "1,2" into "12".
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.paths import shared_dir
+from eval.dataset import DatasetConfig, DatasetError, load_rows
+
+# The vendored copies (third_party/data) of each subset, by split.
+VENDORED = {
+    "math500": {"test": "math/math500_test.jsonl.gz"},
+    "math": {"test": "math/math_test.jsonl.gz", "train": "math/math_train.jsonl.gz"},
+}
 
 # The four Minerva prompt problems (Lewkowycz et al. 2022, appendix), as (problem, solution).
 EXEMPLARS: list[tuple[str, str]] = [
@@ -96,33 +101,24 @@ class Item:
     level: str
 
 
-def load(path: str | Path | None = None, subset: str = "math500") -> list[Item]:
-    """MATH items from jsonl: `subset` "math500" (PRM800K's 500) or "test" (all 5,000), or any `path`
-    holding MATH-500 records (problem, solution, answer, subject, level) or MATH records (problem, solution,
-    type, level)."""
-    if path is None:
-        name = {"math500": "math500_test.jsonl", "test": "math_test.jsonl", "train": "math_train.jsonl"}.get(subset)
-        if name is None:
-            raise ValueError(f"unknown MATH subset '{subset}' (known: math500, test, train)")
-        path = shared_dir() / "data" / "math" / name
-    path = Path(path)
+def load(source: DatasetConfig | str | Path | None = None, subset: str = "math500") -> list[Item]:
+    """MATH items from a DatasetConfig, a local file or folder, or by default the vendored copy of `subset`:
+    "math500" (PRM800K's 500 test problems) or "math" (the full split: test 5,000, train 7,500). Records are
+    MATH-500's (problem, solution, answer, subject, level) or MATH's (problem, solution, type, level)."""
+    if subset not in VENDORED:
+        raise ValueError(f"unknown MATH subset '{subset}' (known: {', '.join(VENDORED)})")
+    cfg = source if isinstance(source, DatasetConfig) else DatasetConfig(path=str(source or ""))
+    rows, where, split = load_rows(cfg, VENDORED[subset], ("problem", "solution"))
     items = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                problem, solution = row["problem"], row["solution"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise ValueError(f"{path}: line {i + 1} is not a MATH record ({e})") from None
-            answer = row.get("answer") or last_boxed(solution)
-            if answer is None:
-                raise ValueError(f"{path}: line {i + 1} has no answer and no \\boxed{{}} in its solution")
-            level = row.get("level")
-            level = f"Level {level}" if isinstance(level, int) else str(level)
-            subject = row.get("subject") or row.get("type") or "unknown"
-            items.append(Item(row.get("unique_id", f"{path.stem}/{i}"), problem, solution, answer, subject, level))
+    for i, row in enumerate(rows):
+        problem, solution = row["problem"], row["solution"]
+        answer = row.get("answer") or last_boxed(solution)
+        if answer is None:
+            raise DatasetError(f"{where}: record {i + 1} has no field 'answer' and no \\boxed{{}} in its solution")
+        level = row.get("level")
+        level = f"Level {level}" if isinstance(level, int) else str(level)
+        subject = row.get("subject") or row.get("type") or "unknown"
+        items.append(Item(row.get("unique_id") or f"{subset}/{split}/{i}", problem, solution, answer, subject, level))
     return items
 
 

@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from eval import generation
-from tools import atomic
-from tools.paths import shared_dir
+from tools import assets, atomic
 
 VARIANTS = ("single", "multikey", "multivalue")
 VALUE_KINDS = ("number", "uuid")
@@ -47,7 +46,7 @@ _NOUNS = (
 
 @dataclass
 class NiahConfig:
-    haystack: str = ""  # a folder of .txt files or one file; "" = the shared Paul Graham essays
+    haystack: str = ""  # a folder of .txt files or one file; "" = the vendored Paul Graham essays
     context_lengths: list[int] = field(default_factory=lambda: [1024, 2048, 4096])
     depths: list[float] = field(default_factory=lambda: [0.0, 25.0, 50.0, 75.0, 100.0])  # percent of the haystack
     variants: list[str] = field(default_factory=lambda: ["single", "multikey", "multivalue"])
@@ -76,7 +75,7 @@ class Haystack:
     """The haystack's sentences and their token counts (counted once, with the leading space they get)."""
 
     def __init__(self, tokenizer, path: str | Path | None = None):
-        path = Path(path) if path else shared_dir() / "data" / "niah" / "paul_graham_essays"
+        path = assets.resolve(str(path)) if path else assets.path("niah/paul_graham_essays")
         files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
         if not files or not all(f.is_file() for f in files):
             raise FileNotFoundError(f"haystack {path}: no text files")

@@ -33,7 +33,7 @@ def _solution(item: gsm8k.Item) -> str:
 
 
 def questions(n: int, choices: int = 4, seed: int = 0, split: str = "test") -> list[Question]:
-    """`n` multiple-choice questions from GSM8K `split` (the shared copy)."""
+    """`n` multiple-choice questions from GSM8K `split` (the vendored copy)."""
     items = gsm8k.load(split=split)
     if choices < 2 or n < 1 or n * choices > len(items):
         raise ValueError(f"benchmark: need 1 <= items and 2 <= choices with items x choices <= {len(items)}")

@@ -1,25 +1,12 @@
-"""Config schemas every experiment shares: where runs go, how stages are executed, Slurm resources."""
+"""The config schema every experiment shares: where runs go, how stages are executed, Slurm resources
+(tools.cluster.SlurmConfig)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass
-class SlurmConfig:
-    """Resources for one stage's job (submitit's Slurm parameters)."""
-
-    partition: str = ""
-    nodes: int = 1
-    gpus_per_node: int = 0
-    tasks_per_node: int = 1
-    cpus_per_task: int = 2
-    timeout_min: int = 60
-    mem_gb: float = 4.0
-    array_parallelism: int = 64
-    account: str = ""
-    qos: str = ""
+from tools.cluster import SlurmConfig
 
 
 @dataclass

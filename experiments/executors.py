@@ -11,7 +11,6 @@ its checkpoints. A job of several tasks (`tasks_per_node`, `nodes`) calls the st
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -24,9 +23,10 @@ from typing import Any
 import submitit
 
 from experiments import dag
-from experiments.config import ExperimentConfig, SlurmConfig
+from experiments.config import ExperimentConfig
 from experiments.dag import Stage, StageContext, StageFailed, run_stage_job
 from tools import atomic, cluster
+from tools.cluster import SlurmConfig
 
 KINDS = ("auto", "local", "slurm", "debug")
 # How long a job may look ended without its result file before the stage fails: the file can show up late on
@@ -62,11 +62,7 @@ def run_stage_task(fn, ctx: StageContext, launcher_pid: int | None) -> Any:
 
 
 def stage_resources(cfg: ExperimentConfig, stage: str) -> SlurmConfig:
-    override = dict(cfg.stage_slurm.get(stage, {}))
-    unknown = set(override) - {f.name for f in dataclasses.fields(SlurmConfig)}
-    if unknown:
-        raise ValueError(f"stage_slurm.{stage} has unknown keys {sorted(unknown)}")
-    return dataclasses.replace(cfg.slurm, **override)
+    return cluster.with_overrides(cfg.slurm, dict(cfg.stage_slurm.get(stage, {})), f"stage_slurm.{stage}")
 
 
 def make_executor(kind: str, folder: Path, res: SlurmConfig) -> submitit.Executor:
@@ -79,25 +75,7 @@ def make_executor(kind: str, folder: Path, res: SlurmConfig) -> submitit.Executo
             timeout_min=res.timeout_min, tasks_per_node=res.tasks_per_node, nodes=1, gpus_per_node=res.gpus_per_node
         )
         return ex
-    ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    params: dict[str, Any] = dict(
-        timeout_min=res.timeout_min,
-        nodes=res.nodes,
-        tasks_per_node=res.tasks_per_node,
-        cpus_per_task=res.cpus_per_task,
-        mem_gb=res.mem_gb,
-        slurm_array_parallelism=res.array_parallelism,
-    )
-    if res.gpus_per_node:
-        params["gpus_per_node"] = res.gpus_per_node
-    if res.partition:
-        params["slurm_partition"] = res.partition
-    if res.account:
-        params["slurm_account"] = res.account
-    if res.qos:
-        params["slurm_qos"] = res.qos
-    ex.update_parameters(**params)
-    return ex
+    return cluster.executor(folder, res)
 
 
 def _last_error_line(message: str) -> str:

@@ -33,7 +33,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.pipeline import STEPS, PipelineConfig, SlurmOptions
+from data.pipeline import STEPS, PipelineConfig
 from experiments.config import ExperimentConfig
 from experiments.dag import Stage, StageContext
 from experiments.executors import resolve_kind
@@ -49,13 +49,13 @@ TRAINING = ("pretrain", "long_context", "anneal")
 @dataclass
 class WebDataConfig:
     # The web shards to curate: WARC/WET/JSONL/Parquet files, folders or globs, comma-separated (required to run;
-    # "shared:<path>" is taken from the shared data folder).
+    # "assets:<path>" is the project's vendored data).
     input: str = ""
     pipeline: str = "data/configs/web.yaml"  # the curation config (relative paths: from the repository root)
     overrides: list[str] = field(default_factory=list)  # its key=value changes (classifier models, block lists)
     shard_overrides: list[str] = field(default_factory=list)  # key=value for the tokenize/mix/shards pass
     tasks: int = 0  # array tasks per segment, input files grouped (0: one task per input file)
-    array: SlurmOptions = field(default_factory=SlurmOptions)  # each array task's resources
+    array: cluster.SlurmConfig = field(default_factory=lambda: cluster.SlurmConfig(cpus_per_task=1))  # per array task
 
 
 @dataclass

@@ -1,10 +1,9 @@
 """What a Slurm run of an experiment would submit, for `--dry-run`: per-stage resources, the sbatch script of
 each stage's job and the job arrays of the data pipeline.
 
-The scripts are rendered by submitit itself from the same parameters the run submits with (a stage's job:
-`experiments.executors.make_executor` on `stage_resources(cfg, stage)`; a data segment's job array: the
-parameters of `data.runner._execute_slurm`), so the printed script is the one `sbatch` would receive, apart
-from the run id and the job ids Slurm fills in.
+The scripts are rendered by tools.cluster from the same SlurmConfig the run submits with (a stage's job:
+`stage_resources(cfg, stage)`; a data segment's job array: the pipeline's `slurm` config), so the printed script
+is the one `sbatch` would receive, apart from the run id and the job ids Slurm fills in. No cluster is needed.
 """
 
 from __future__ import annotations
@@ -12,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import submitit
-from submitit.slurm.slurm import _make_sbatch_string
-
-from experiments.config import ExperimentConfig, SlurmConfig
-from experiments.executors import make_executor, stage_resources
+from experiments.config import ExperimentConfig
+from experiments.executors import stage_resources
+from tools import cluster
+from tools.cluster import SlurmConfig
 
 RUN_ID = "<run-id>"  # stands for the run directory's name in printed paths
 
@@ -27,27 +25,14 @@ def run_dir(cfg: ExperimentConfig, root: Path) -> Path:
     return base / cfg.name / (cfg.run_id or RUN_ID)
 
 
-def _render(executor: submitit.AutoExecutor, **extra) -> str:
-    inner = executor._executor  # the submitit.SlurmExecutor behind the AutoExecutor
-    return _make_sbatch_string(command=inner._submitit_command_str, folder=inner.folder, **inner.parameters, **extra)
-
-
 def stage_sbatch(cfg: ExperimentConfig, stage: str, run: Path) -> str:
     """The sbatch script of `stage`'s job (one job; `nodes` x `tasks_per_node` tasks, each running the stage)."""
-    return _render(make_executor("slurm", run / "logs" / stage, stage_resources(cfg, stage)))
+    return cluster.sbatch_script(run / "logs" / stage, stage_resources(cfg, stage))
 
 
-def array_sbatch(opts, folder: Path, tasks: int) -> str:
-    """The sbatch script of one job array of the data pipeline (`opts`: data.pipeline.SlurmOptions)."""
-    ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    params = dict(timeout_min=opts.timeout_min, cpus_per_task=opts.cpus_per_task, mem_gb=opts.mem_gb,
-                  slurm_array_parallelism=opts.array_parallelism)  # fmt: skip
-    if opts.partition:
-        params["slurm_partition"] = opts.partition
-    if opts.account:
-        params["slurm_account"] = opts.account
-    ex.update_parameters(**params)
-    return _render(ex, map_count=tasks)  # submitit adds --array=0-(tasks-1)%parallelism
+def array_sbatch(res: SlurmConfig, folder: Path, tasks: int) -> str:
+    """The sbatch script of one job array of the data pipeline (submitit adds --array=0-(tasks-1)%parallelism)."""
+    return cluster.sbatch_script(folder, res, array_tasks=tasks)
 
 
 @dataclass

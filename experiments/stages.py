@@ -26,9 +26,9 @@ from data.pipeline import run as run_pipeline
 from data.synthetic import SyntheticConfig, load_truth
 from data.synthetic import write as write_synthetic
 from experiments.dag import StageContext
-from tools import atomic
+from tools import assets, atomic
 from tools.config import load
-from tools.paths import PACKAGE_ROOT, shared_dir, user_path
+from tools.paths import PACKAGE_ROOT
 
 TINY_PIPELINE = PACKAGE_ROOT / "data" / "configs" / "tiny.yaml"
 MIX_STEPS = ["tokenize", "mix", "shards"]  # what the shards stage runs after reading curated documents
@@ -40,7 +40,7 @@ class CorpusConfig:
     scale: float = 1.0  # multiplies the number of synthetic documents of every kind
     passkey_words: int = 2500  # haystack length of the synthetic passkey documents
     # Real inputs curated with the synthetic corpus (WARC/WET/JSONL/Parquet files or folders); a path that
-    # starts with "shared:" is taken from the shared folder, e.g. shared:data/web/c4_sample.jsonl.
+    # starts with "assets:" is the project's vendored data, e.g. assets:web/c4_sample.jsonl.
     sources: list[str] = field(default_factory=list)
     pipeline: list[str] = field(default_factory=list)  # key=value overrides of data/configs/tiny.yaml
     workers: int = 2
@@ -53,9 +53,7 @@ class TokenizerConfig:
 
 
 def source_path(spec: str) -> str:
-    if spec.startswith("shared:"):
-        return str(shared_dir() / spec[len("shared:") :])
-    return str(user_path(spec))
+    return str(assets.resolve(spec))
 
 
 def _tiny_steps() -> list[str]:

@@ -1,4 +1,4 @@
-"""Bytes per token per language on the UDHR (shared/data/multilingual): the Llama 3 vocabulary, a base BPE
+"""Bytes per token per language on the UDHR (third_party/data/multilingual): the Llama 3 vocabulary, a base BPE
 vocabulary trained on English web text, and that base extended with merges learned on multilingual text.
 
     ./bazelw run //model:bpe_report -- base_vocab=8192 extra=2048
@@ -10,15 +10,14 @@ Prints a markdown table (the one in model/README.md) and, with out=FILE.json, wr
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
 from model.bpe import extend_bpe, train_bpe
 from model.tokenizer import Tokenizer
-from tools import atomic
+from tools import assets, atomic
 from tools import config as config_lib
-from tools.paths import shared_dir, user_path
+from tools.paths import user_path
 
 
 @dataclass
@@ -33,11 +32,10 @@ def bytes_per_token(tok: Tokenizer, texts: list[str]) -> float:
 
 
 def report(cfg: BpeReportConfig) -> dict:
-    data = shared_dir() / "data"
-    c4 = [json.loads(line)["text"] for line in (data / "web/c4_sample.jsonl").read_text().splitlines()]
-    rows = [json.loads(line) for line in (data / "multilingual/udhr_lines.jsonl").read_text().splitlines()]
+    c4 = [r["text"] for r in assets.jsonl("web/c4_sample.jsonl")]
+    rows = assets.jsonl("multilingual/udhr_lines.jsonl")
     names = {}
-    for line in (data / "multilingual/udhr/index.tsv").read_text().splitlines()[1:]:
+    for line in assets.path("multilingual/udhr/index.tsv").read_text(encoding="utf-8").splitlines()[1:]:
         cols = line.split("\t")
         names[cols[3]] = cols[4]
     train = [r["text"] for r in rows if r["line"] % 2 == 0]

@@ -1,4 +1,4 @@
-"""Where things are: the repository, the shared data folder, and user paths under `bazel run`."""
+"""Where things are: the repository and user paths under `bazel run` (vendored data: tools/assets.py)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,6 @@ def repo_root() -> Path:
     """The source checkout: `bazel run` exports it; otherwise this file's own checkout."""
     workspace = os.environ.get("BUILD_WORKSPACE_DIRECTORY")
     return Path(workspace) if workspace else PACKAGE_ROOT
-
-
-def shared_dir() -> Path:
-    """The read-only shared data folder (../shared beside the checkout, or $HERD_SHARED)."""
-    env = os.environ.get("HERD_SHARED")
-    candidates = [Path(env)] if env else [repo_root().parent / "shared", PACKAGE_ROOT.parent / "shared"]
-    for path in candidates:
-        if path.is_dir():
-            return path
-    raise FileNotFoundError(
-        "shared data folder not found (looked at " + ", ".join(map(str, candidates)) + "); set HERD_SHARED to its path"
-    )
 
 
 def user_path(path: str | os.PathLike) -> Path:

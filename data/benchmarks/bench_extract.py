@@ -1,8 +1,8 @@
-"""HTML -> text: resiliparse vs trafilatura on the real pages of ../shared/data/web, side by side.
+"""HTML -> text: resiliparse vs trafilatura on the real pages of third_party/data/web, side by side.
 
 Quality: for 17 real pages, main-content passages picked by hand (extraction_fixtures.json) must appear in the
 output (recall) and navigation/footer strings must not (boilerplate removed). Speed: documents per second over
-every HTML response of the shared WARCs and the DCLM pages, engine only (no sandbox), one process.
+every HTML response of the vendored WARCs and the DCLM pages, engine only (no sandbox), one process.
 
     .venv/bin/python data/benchmarks/bench_extract.py [--repeat 3]
 """
@@ -17,14 +17,14 @@ from pathlib import Path
 from data.extract import decode
 from data.html2text import extract_html
 from data.warc import iter_records, parse_http
-from tools.paths import shared_dir
+from tools import assets
 
 FIXTURES = Path(__file__).with_name("extraction_fixtures.json")
 
 
 def pages() -> dict[tuple[str, str], str]:
-    """(file, url) -> decoded HTML of every HTML page in the shared web samples."""
-    web = shared_dir() / "data" / "web"
+    """(file, url) -> decoded HTML of every HTML page in the vendored web samples."""
+    web = assets.path("web")
     out = {}
     for path in sorted(web.glob("*.warc.gz")):
         for rec in iter_records(str(path)):

@@ -1,5 +1,5 @@
 """MinHash signatures: herd (numpy, data/minhash.py) vs datasketch vs rensa (Rust), side by side on the same
-texts (the shared C4 sample, repeated), 112 permutations (14 bands x 8 rows), word 5-gram shingles of the same
+texts (the vendored C4 sample, repeated), 112 permutations (14 bands x 8 rows), word 5-gram shingles of the same
 normalised text, one core. Each library gets its own natural input: herd takes texts; datasketch and rensa
 take the list of shingle strings, which their users build in Python (that time is counted, and reported
 apart too).
@@ -20,7 +20,7 @@ import numpy as np
 
 from data.minhash import MinHasher
 from data.textnorm import normalize
-from tools.paths import shared_dir
+from tools import assets
 
 
 def shingles(text: str, n: int = 5) -> list[str]:
@@ -38,7 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    with open(shared_dir() / "data" / "web" / "c4_sample.jsonl", encoding="utf-8") as f:
+    with assets.open_text("web/c4_sample.jsonl") as f:
         texts = [json.loads(line)["text"] for line in f] * args.repeat
     n = len(texts)
     print(f"{n} documents, {sum(map(len, texts)) / 1e6:.1f} M characters, 112 permutations")

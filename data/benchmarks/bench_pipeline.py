@@ -1,6 +1,6 @@
 """End to end against datatrove: the same pipeline shape (extraction, Gopher repetition and quality, C4, language
 filter, MinHash dedup) over the same input, one core each, side by side; documents per second per core and the
-agreement of the kept sets. Input: the shared WARCs, the shared C4 sample (JSONL) and the synthetic corpus's
+agreement of the kept sets. Input: the vendored WARCs, the vendored C4 sample (JSONL) and the synthetic corpus's
 WARCs (generated here, deterministic).
 
 datatrove runs from a separate venv (never the project's):
@@ -23,7 +23,8 @@ from pathlib import Path
 from data.document import read_documents
 from data.langid import lid176_path
 from data.synthetic import SyntheticConfig, write
-from tools.paths import PACKAGE_ROOT, shared_dir
+from tools import assets
+from tools.paths import PACKAGE_ROOT
 
 OURS = """
 import json, resource, sys, time
@@ -41,7 +42,7 @@ def prepare(root: Path, scale: float) -> tuple[Path, Path]:
     warc, jsonl = root / "warc", root / "jsonl"
     warc.mkdir(parents=True)
     jsonl.mkdir()
-    web = shared_dir() / "data" / "web"
+    web = assets.path("web")
     for name in ("dolma-sample-0000.warc.gz", "dolma-sample-0001.warc.gz", "resiliparse-warcfile.warc.gz"):
         os.symlink(web / name, warc / name)
     os.symlink(web / "c4_sample.jsonl", jsonl / "c4_sample.jsonl")
@@ -100,7 +101,7 @@ def main() -> None:
         ours = run_ours(warc, jsonl, root / "ours")
         peer = run_peer(args.peer_python, warc, jsonl, root / "peer")
     docs = ours["docs_in"]
-    print(f"input: {docs} documents (shared WARCs + C4 sample + synthetic WARCs at scale {args.scale})")
+    print(f"input: {docs} documents (vendored WARCs + C4 sample + synthetic WARCs at scale {args.scale})")
     print(f"{'':10s} {'kept':>6s} {'CPU s':>8s} {'wall s':>8s} {'docs/s/core':>12s} {'peak RSS MB':>12s}")
     for name, r in (("herd", ours), ("datatrove", peer)):
         rate = docs / r["cpu_s"]

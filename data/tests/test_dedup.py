@@ -10,15 +10,16 @@ from data.synthetic_text import edit_words
 from data.tests.helpers import dropped, final_documents, run_pipeline
 from data.textnorm import ngram_hashes, normalize
 from data.urldedup import crawl_time, normalize_url
+from tools import assets
 
 
-def c4_texts(shared, n):
-    with open(shared / "data" / "web" / "c4_sample.jsonl", encoding="utf-8") as f:
+def c4_texts(n):
+    with assets.open_text("web/c4_sample.jsonl") as f:
         return [json.loads(line)["text"] for line in f][:n]
 
 
-def test_signature_agreement_estimates_jaccard(shared):
-    texts = [t for t in c4_texts(shared, 200) if len(t.split()) > 300][:20]
+def test_signature_agreement_estimates_jaccard():
+    texts = [t for t in c4_texts(200) if len(t.split()) > 300][:20]
     rng = random.Random(0)
     h = MinHasher(112, 5, seed=1)
     errors = []
@@ -35,10 +36,10 @@ def test_signature_agreement_estimates_jaccard(shared):
     assert (h.signatures([""])[0] == np.iinfo(np.uint32).max).all()
 
 
-def test_lsh_precision_recall_against_brute_force(shared):
+def test_lsh_precision_recall_against_brute_force():
     """Pairs at Jaccard >= 0.8 (brute force over all pairs) vs pairs MinHash LSH puts together."""
     rng = random.Random(1)
-    base = [t for t in c4_texts(shared, 600) if len(t.split()) > 120][:150]
+    base = [t for t in c4_texts(600) if len(t.split()) > 120][:150]
     texts = list(base)
     for t in base[:80]:  # near duplicates with a spread of similarities around the 0.8 threshold
         texts.append(edit_words(rng, t, rng.randint(1, max(2, len(t.split()) // 25))))

@@ -10,6 +10,7 @@ from data.document import Document
 from data.extract import Extract, ExtractConfig, decode, looks_binary
 from data.html2text import extract_html
 from data.warc import iter_records, parse_http
+from tools import assets
 from tools.paths import PACKAGE_ROOT
 
 PAGE = """<html><head><title>T</title><script>var x = 1;</script></head><body>
@@ -48,11 +49,11 @@ def test_main_content_code_math_and_markdown():
 # Measured on these pages (data/README.md): resiliparse finds 93% of the passages, trafilatura 87%; both
 # remove every boilerplate string.
 @pytest.mark.parametrize("engine,min_found", [("resiliparse", 0.9), ("trafilatura", 0.75)])
-def test_real_pages_against_hand_picked_passages(shared, engine, min_found):
+def test_real_pages_against_hand_picked_passages(engine, min_found):
     fixtures = json.loads((PACKAGE_ROOT / "data/benchmarks/extraction_fixtures.json").read_text(encoding="utf-8"))
     pages = {}
     for fx in fixtures:
-        path = shared / "data" / fx["file"]
+        path = assets.path(fx["file"])
         if not fx["url"]:
             pages[(fx["file"], "")] = decode(path.read_bytes(), "")[0]
             continue

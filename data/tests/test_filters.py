@@ -21,6 +21,7 @@ from data.langid import LanguageModel
 from data.pii import Domains, DomainsConfig, Pii, PiiConfig
 from data.runner import Env
 from data.tests.helpers import dropped, run_pipeline
+from tools import assets
 
 
 def reference_dup_chars(words, n):
@@ -43,8 +44,8 @@ def reference_top_chars(words, n):
     return len(gram) * count
 
 
-def test_repetition_statistics_match_the_definition(shared):
-    with open(shared / "data" / "web" / "c4_sample.jsonl", encoding="utf-8") as f:
+def test_repetition_statistics_match_the_definition():
+    with assets.open_text("web/c4_sample.jsonl") as f:
         texts = [json.loads(line)["text"] for line in f][:250]
     texts.append("spam spam spam eggs " * 50)
     for text in texts:
@@ -102,17 +103,17 @@ def test_c4_rules_edit_lines_and_drop_short_pages():
     assert keep(c4, "One sentence only here.")[0] == "too few sentences after C4 line rules"
 
 
-def test_dirty_words_per_language(shared):
+def test_dirty_words_per_language():
     env = Env(output=None, work=None, tasks=[], cfg=None, extra={"cwd": "."})
-    step = DirtyWords(DirtyWordsConfig(wordlist_dir=str(shared / "data/wordlists/ldnoobw")), env)
+    step = DirtyWords(DirtyWordsConfig(wordlist_dir="assets:wordlists/ldnoobw"), env)
     step.setup()
-    words = [w for w in (shared / "data/wordlists/ldnoobw/en").read_text().splitlines() if " " not in w][:5]
+    words = [w for w in assets.path("wordlists/ldnoobw/en").read_text().splitlines() if " " not in w][:5]
     clean = "An ordinary page about gardening, tomatoes and the weather in spring. " * 5
     assert keep(step, clean, lang="en") is None
     assert keep(step, clean + " ".join(words), lang="en")[0] == "dirty words"
     # Lists hold everyday words in some languages: only the configured languages are checked.
     assert step.cfg.languages == ["en"]
-    zh = DirtyWords(DirtyWordsConfig(wordlist_dir=str(shared / "data/wordlists/ldnoobw"), languages=[]), env)
+    zh = DirtyWords(DirtyWordsConfig(wordlist_dir="assets:wordlists/ldnoobw", languages=[]), env)
     zh.setup()
     assert zh.wordlist("zh").hits("人人生而自由，在尊严和权利上一律平等。性别")[0] >= 1
 
@@ -146,9 +147,9 @@ def test_domain_block_list(tmp_path):
     assert keep(step, "t", url="https://notbad.example/") is None
 
 
-def test_language_id_on_udhr(shared):
+def test_language_id_on_udhr():
     model = LanguageModel()
-    lines = (shared / "data/multilingual/udhr_lines.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = assets.path("multilingual/udhr_lines.jsonl").read_text(encoding="utf-8").splitlines()
     rows = [json.loads(line) for line in lines]
     rows = [r for r in rows if len(r["text"]) > 150]
     right = sum(model.predict(r["text"])[0] == r["lang"].split("-")[0] for r in rows)
@@ -156,9 +157,9 @@ def test_language_id_on_udhr(shared):
     assert model.predict(r"Let $f(x) = x^2$. Find $f(3)$ when \frac{1}{2} of the answer is even.")[0] == "en"
 
 
-def test_kl_outliers_are_dropped(tmp_path, shared):
+def test_kl_outliers_are_dropped(tmp_path):
     rng = random.Random(0)
-    with open(shared / "data" / "web" / "c4_sample.jsonl", encoding="utf-8") as f:
+    with assets.open_text("web/c4_sample.jsonl") as f:
         docs = [{"id": f"c{i}", "text": json.loads(line)["text"]} for i, line in enumerate(f)][:300]
     vocab = [f"zq{i}x" for i in range(50)]
     docs += [{"id": f"odd{i}", "text": " ".join(rng.choice(vocab) for _ in range(300))} for i in range(3)]

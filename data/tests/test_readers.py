@@ -13,6 +13,7 @@ from data.document import Document, write_documents
 from data.readers import ReadConfig, Reader
 from data.runner import Env, expand_inputs, plan_tasks
 from data.warc import iter_records
+from tools import assets
 
 
 def read(paths, tmp_path, tasks=0, **cfg):
@@ -26,8 +27,8 @@ def read(paths, tmp_path, tasks=0, **cfg):
     return out, stats
 
 
-def test_malformed_warcs_are_survived(shared, tmp_path):
-    broken = shared / "data" / "web" / "warcio-broken"
+def test_malformed_warcs_are_survived(tmp_path):
+    broken = assets.path("web/warcio-broken")
     files = sorted(p for p in broken.iterdir() if p.suffix in (".warc", ".gz", ".arc"))
     docs, stats = read(files, tmp_path)
     by_file = dict(zip([f.name for f in files], stats))
@@ -45,8 +46,8 @@ def test_malformed_warcs_are_survived(shared, tmp_path):
             assert b"Example Domain" in d.raw
 
 
-def test_real_warcs_and_the_wet_sample(shared, tmp_path):
-    web = shared / "data" / "web"
+def test_real_warcs_and_the_wet_sample(tmp_path):
+    web = assets.path("web")
     docs, stats = read([web / "dolma-sample-0000.warc.gz", web / "resiliparse-warcfile.warc.gz"], tmp_path)
     assert stats[0].docs_in == 22 + 2 and stats[1].docs_in == 16  # responses (+ 2 resource records)
     assert all(not d.url.startswith("<") and d.date.startswith("20") for d in docs)

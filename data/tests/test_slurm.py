@@ -4,12 +4,12 @@ result as in-process execution."""
 import pytest
 
 from data.tests.helpers import corpus, final_documents, run_pipeline, tree_bytes
-from tools import cluster
+from tools import testing
 
 
 @pytest.fixture(scope="module", autouse=True)
 def slurm():
-    cluster.ensure_single_node()
+    testing.single_node_slurm()
 
 
 def test_job_array_matches_inline_run(tmp_path):

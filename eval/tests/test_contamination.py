@@ -7,6 +7,7 @@ import pytest
 from data.shards import ShardSet, ShardWriter, write_manifest
 from eval import contamination, gsm8k, hendrycks_math
 from model.tokenizer import Tokenizer
+from tools import assets
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +36,9 @@ def test_index_scores_token_coverage_and_ignores_ngrams_across_documents():
     assert scores["a"] == pytest.approx(10 / 20) and scores["b"] == 0.0
 
 
-def _seeded_shards(root, tok, shared, eval_texts, rng):
+def _seeded_shards(root, tok, eval_texts, rng):
     """Training shards of real web text (C4 sample) with some eval items pasted into documents."""
-    with open(shared / "data" / "web" / "c4_sample.jsonl", encoding="utf-8") as f:
+    with assets.open_text("web/c4_sample.jsonl") as f:
         web = [json.loads(line)["text"] for line in f][:120]
     seeded = {}
     for item_id, text in eval_texts:
@@ -55,10 +56,10 @@ def _seeded_shards(root, tok, shared, eval_texts, rng):
     return ShardSet(root), seeded
 
 
-def test_report_finds_exactly_the_seeded_items_and_scores_the_clean_subset(tok, shared, tmp_path):
+def test_report_finds_exactly_the_seeded_items_and_scores_the_clean_subset(tok, tmp_path):
     rng = random.Random(0)
-    g_items = gsm8k.load(shared / "data" / "gsm8k" / "test.jsonl")[:60]
-    m_items = hendrycks_math.load(shared / "data" / "math" / "math500_test.jsonl")[:40]
+    g_items = gsm8k.load()[:60]
+    m_items = hendrycks_math.load()[:40]
     benches = {
         "gsm8k": contamination.item_texts("gsm8k", g_items),
         "math500": contamination.item_texts("math500", m_items),
@@ -68,7 +69,7 @@ def test_report_finds_exactly_the_seeded_items_and_scores_the_clean_subset(tok, 
     # A partial leak: only the first 30% of one more GSM8K item's text is in the training data.
     partial_id = next(i for i in sorted(benches["gsm8k"]) if i not in dict(planted))
     partial_text = benches["gsm8k"][partial_id][: int(0.3 * len(benches["gsm8k"][partial_id]))]
-    shards, _ = _seeded_shards(tmp_path, tok, shared, planted + [(partial_id, partial_text)], rng)
+    shards, _ = _seeded_shards(tmp_path, tok, planted + [(partial_id, partial_text)], rng)
 
     cfg = contamination.ContaminationConfig(n=8, threshold=0.5)
     rep = contamination.report(benches, tok.encode, shards, cfg, progress=False)

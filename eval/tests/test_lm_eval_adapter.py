@@ -8,6 +8,7 @@ from eval.lm_eval_adapter import HerdLM
 from model.llama import build
 from model.presets import preset
 from model.tokenizer import Tokenizer
+from tools import assets
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_generate_until_cuts_at_stop_strings(lm):
     assert len(lm.tok.encode(out[2])) <= 4
 
 
-def test_simple_evaluate_runs_a_local_task_end_to_end(lm, shared, tmp_path, monkeypatch):
+def test_simple_evaluate_runs_a_local_task_end_to_end(lm, tmp_path, monkeypatch):
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -77,7 +78,7 @@ def test_simple_evaluate_runs_a_local_task_end_to_end(lm, shared, tmp_path, monk
         "task: gsm8k_local\n"
         "dataset_path: json\n"
         "dataset_kwargs:\n"
-        f"  data_files:\n    test: {shared / 'data' / 'gsm8k' / 'test.jsonl'}\n"
+        f"  data_files:\n    test: {assets.path('gsm8k/test.jsonl.gz')}\n"
         f"  cache_dir: {tmp_path / 'hf'}\n"
         "test_split: test\n"
         "output_type: generate_until\n"

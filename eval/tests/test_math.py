@@ -13,8 +13,8 @@ def judge():
         yield j
 
 
-def test_math500_gold_solutions_grade_100_percent(shared, judge):
-    items = hm.load(shared / "data" / "math" / "math500_test.jsonl")
+def test_math500_gold_solutions_grade_100_percent(judge):
+    items = hm.load()
     assert len(items) == 500 and {it.level for it in items} == {f"Level {i}" for i in range(1, 6)}
     # As the dataset writes it (answer in the last \boxed{}), and as a model prompted Minerva-style writes it.
     for outputs in ([it.solution for it in items], [hm.gold_as_output(it) for it in items]):
@@ -28,7 +28,7 @@ def test_math500_gold_solutions_grade_100_percent(shared, judge):
     assert grading.summarize_math(grading.grade_math(some, shifted, judge))["accuracy"]["accuracy"] < 0.05
 
 
-def test_full_math_test_gold_solutions_grade_100_percent(shared, judge):
+def test_full_math_test_gold_solutions_grade_100_percent(judge):
     items = hm.load(subset="test")
     assert len(items) == 5000
     records = grading.grade_math(items, [hm.gold_as_output(it) for it in items], judge)

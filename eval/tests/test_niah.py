@@ -12,8 +12,8 @@ def tok():
 
 
 @pytest.fixture(scope="module")
-def hay(tok, shared):
-    return niah.Haystack(tok, shared / "data" / "niah" / "paul_graham_essays")
+def hay(tok):
+    return niah.Haystack(tok)
 
 
 def test_prompts_fit_the_context_and_needles_sit_between_sentences(tok, hay):

@@ -82,7 +82,7 @@ def test_8b_and_70b_plans():
 
 
 def test_dry_run_prints_the_plan_and_sbatch_scripts(checkout):
-    out = launch(checkout, "--dry-run", "data.input=shared:data/web", "data.tasks=0", experiment="llama3_405b")
+    out = launch(checkout, "--dry-run", "data.input=assets:web", "data.tasks=0", experiment="llama3_405b")
     assert out.returncode == 0, out.stderr
     text = out.stdout
     for needle in ("8 x 1 x 16 x 128", "8 x 16 x 16 x 8", "16,384 GPUs", "= 3.8e+25", "40.4% MFU",

@@ -12,12 +12,12 @@ import pytest
 
 from experiments import dag
 from experiments.tests.helpers import executions, launch
-from tools import cluster
+from tools import testing
 
 
 @pytest.fixture(scope="module", autouse=True)
 def slurm():
-    cluster.ensure_single_node()
+    testing.single_node_slurm()
 
 
 def test_stages_run_as_slurm_jobs(checkout):

@@ -36,7 +36,7 @@ from experiments.tests.slurm_helpers import (
     stage_dir,
     wait_for,
 )
-from tools import cluster
+from tools import testing
 from training import pretrain
 from training.monitor import read_metrics, step_records
 from training.tests.helpers import text_shards
@@ -47,13 +47,13 @@ STEPS = 96
 
 @pytest.fixture(scope="module", autouse=True)
 def slurm():
-    cluster.ensure_single_node()
+    testing.single_node_slurm()
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, shared):
+def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm_training")
-    return SimpleNamespace(root=root, shards=text_shards(root / "shards", shared, chars=40_000),
+    return SimpleNamespace(root=root, shards=text_shards(root / "shards", chars=40_000),
                            repo=git_checkout(root / "repo"))  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from datasketch import MinHash
 from datasketch.hashfunc import sha1_hash32
 
 from kernels import minhash
+from tools import assets
 
 
 def test_library_builds_loads_and_exports_its_symbols():
@@ -24,8 +25,8 @@ def test_library_builds_loads_and_exports_its_symbols():
     assert count >= 0 and message  # e.g. (0, "CUDA driver version is insufficient ...") without a GPU
 
 
-def c4_documents(shared, n):
-    with open(shared / "data" / "web" / "c4_sample.jsonl") as f:
+def c4_documents(n):
+    with assets.open_text("web/c4_sample.jsonl") as f:
         return [json.loads(next(f))["text"] for _ in range(n)]
 
 
@@ -34,9 +35,9 @@ def shingles(text, k=5):
     return [" ".join(words[i : i + k]).encode() for i in range(max(len(words) - k + 1, 0))]
 
 
-def corpus(shared):
+def corpus():
     """Shingle hashes of 12 C4 documents, a near-duplicate of the first, and an empty document, in CSR form."""
-    texts = c4_documents(shared, 12)
+    texts = c4_documents(12)
     words = texts[0].split()
     texts.append(" ".join(w if i % 10 else "changed" for i, w in enumerate(words)))  # every 10th word edited
     texts.append("")
@@ -46,8 +47,8 @@ def corpus(shared):
     return docs, hashes, offsets
 
 
-def test_cpu_signatures_equal_datasketch(shared):
-    docs, hashes, offsets = corpus(shared)
+def test_cpu_signatures_equal_datasketch():
+    docs, hashes, offsets = corpus()
     sigs = minhash.signatures_cpu(hashes, offsets, num_perm=96, seed=3)
     for d, doc in enumerate(docs):
         m = MinHash(num_perm=96, seed=3)
@@ -62,8 +63,8 @@ def test_cpu_signatures_equal_datasketch(shared):
     assert abs(estimate - true_jaccard) < 0.08, (estimate, true_jaccard)
 
 
-def test_gpu_signatures_equal_cpu_reference_and_refuse_clearly_without_a_gpu(shared):
-    _, hashes, offsets = corpus(shared)
+def test_gpu_signatures_equal_cpu_reference_and_refuse_clearly_without_a_gpu():
+    _, hashes, offsets = corpus()
     long_doc = np.random.default_rng(0).integers(0, 2**32, 5000, dtype=np.uint32)  # spans several smem tiles
     hashes = np.concatenate([hashes, long_doc])
     offsets = np.append(offsets, offsets[-1] + long_doc.size)

@@ -15,6 +15,7 @@ from kernels.modules import KernelAttention, KernelFeedForward, KernelRMSNorm
 from model.attention import doc_ids_from_eos
 from model.llama import Attention, RMSNorm, build
 from model.presets import preset
+from tools import assets
 
 EOS = 256  # byte-level tokens 0..255, then the end-of-document token
 
@@ -48,9 +49,9 @@ def test_apply_swaps_classes_and_keeps_the_state():
         kernels.apply(model)
 
 
-def essays(shared, n_bytes):
+def essays(n_bytes):
     """The first n_bytes of four Paul Graham essays, each ended by EOS, packed into one stream."""
-    folder = shared / "data" / "niah" / "paul_graham_essays"
+    folder = assets.path("niah/paul_graham_essays")
     names = ("addiction.txt", "apple.txt", "avg.txt", "before.txt")
     return torch.tensor(sum((list((folder / name).read_bytes()[:n_bytes]) + [EOS] for name in names), []))
 
@@ -89,8 +90,8 @@ def test_forward_backward_equal_reference():
         torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
-def test_training_losses_match_reference(shared):
-    stream = essays(shared, 40)
+def test_training_losses_match_reference():
+    stream = essays(40)
     losses = {}
     for name, loss_fn in (("reference", reference_loss), ("kernels", kernel_loss)):
         model = tiny_model()

@@ -4,8 +4,8 @@ and across processes.
 
     ./bazelw run //model:bench_tokenizer -- repeats=3 workers=[1,2]
 
-The corpus is real text from the shared data folder (C4 web sample, Paul Graham essays, the UDHR in 27
-languages). Both tokenizers must give identical ids on all of it before anything is timed.
+The corpus is real text from the vendored data in third_party/data (C4 web sample, Paul Graham essays, the UDHR
+in 27 languages). Both tokenizers must give identical ids on all of it before anything is timed.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from model.benchmarks.common import interleaved, machine
 from model.bpe import hf_tokenizer
 from model.tokenizer import Tokenizer
+from tools import assets
 from tools import config as config_lib
-from tools.paths import shared_dir
 
 
 @dataclass
@@ -31,10 +31,9 @@ class TokenizerBenchConfig:
 
 
 def corpus() -> list[str]:
-    data = shared_dir() / "data"
-    texts = [json.loads(line)["text"] for line in (data / "web/c4_sample.jsonl").read_text().splitlines()]
-    texts += [p.read_text(encoding="utf-8") for p in sorted((data / "niah/paul_graham_essays").glob("*.txt"))]
-    texts += [p.read_text(encoding="utf-8") for p in sorted((data / "multilingual/udhr").glob("udhr_*.txt"))]
+    texts = [r["text"] for r in assets.jsonl("web/c4_sample.jsonl")]
+    texts += [p.read_text(encoding="utf-8") for p in sorted(assets.path("niah/paul_graham_essays").glob("*.txt"))]
+    texts += [p.read_text(encoding="utf-8") for p in sorted(assets.path("multilingual/udhr").glob("udhr_*.txt"))]
     return texts
 
 

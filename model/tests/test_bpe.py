@@ -4,17 +4,18 @@ import pytest
 
 from model.bpe import extend_bpe, from_hf_json, hf_tokenizer, train_bpe
 from model.tokenizer import Tokenizer
+from tools import assets
 
 
 @pytest.fixture(scope="module")
-def c4(shared):
-    lines = (shared / "data/web/c4_sample.jsonl").read_text(encoding="utf-8").splitlines()
+def c4():
+    lines = assets.path("web/c4_sample.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line)["text"] for line in lines]
 
 
 @pytest.fixture(scope="module")
-def udhr(shared):
-    lines = (shared / "data/multilingual/udhr_lines.jsonl").read_text(encoding="utf-8").splitlines()
+def udhr():
+    lines = assets.path("multilingual/udhr_lines.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
 
 

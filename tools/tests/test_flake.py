@@ -1,16 +1,15 @@
 """flake.nix parses, and its outputs evaluate against a stub nixpkgs (Nix's cache is out of reach here)."""
 
 import json
-import shutil
 import subprocess
 import tempfile
 
+from tools import testing
 from tools.paths import PACKAGE_ROOT
 
 
 def nix(*args: str) -> subprocess.CompletedProcess:
-    exe = shutil.which("nix-instantiate")
-    assert exe, "nix-instantiate not found: install Debian's nix-bin (.ci/run does)"
+    exe = testing.require("nix-instantiate", testing.NIX_INSTALL)
     # A private chroot store: /nix/store may be read-only (Bazel's sandbox) and nothing is built anyway.
     with tempfile.TemporaryDirectory() as store:
         cmd = [exe, "--store", store, *args]

@@ -4,7 +4,7 @@ stages with their gates, the anneal with checkpoint averaging, one after the oth
     ./bazelw run //training:bench_tiny_recipe -- [shards=DIR] [workdir=DIR] [recipe=llama3_tiny] [key=value ...]
 
 Without shards= it builds shards of real text with a byte-level tokenizer (Paul Graham essays, GSM8K, UDHR from
-the shared data folder) and pads the model's vocabulary to `vocab_size` so that the output layer costs what the
+the vendored data) and pads the model's vocabulary to `vocab_size` so that the output layer costs what the
 tiny BPE's would. Prints seconds and tokens/s per phase as JSON.
 """
 
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools.paths import shared_dir, user_path
+from tools.paths import user_path
 from training import anneal, long_context, pretrain
 from training.config import load_recipe
 
@@ -24,7 +24,7 @@ from training.config import load_recipe
 def byte_shards(root: Path) -> Path:
     from training.tests.helpers import text_shards
 
-    return text_shards(root, shared_dir(), chars=1_500_000)
+    return text_shards(root, chars=1_500_000)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from data.shards import ShardWriter, write_manifest
+from tools import assets
 from tools import config as tools_config
 from tools.paths import PACKAGE_ROOT
 from training.config import Recipe
@@ -49,17 +49,15 @@ def _paragraphs(text: str, min_chars: int = 80, max_chars: int = 500) -> list[st
     return out
 
 
-def text_shards(root: Path, shared: Path, chars: int = 120_000) -> Path:
+def text_shards(root: Path, chars: int = 120_000) -> Path:
     """Real text, byte-tokenized: Paul Graham essays (general), GSM8K (math), UDHR lines (multilingual)."""
     tok = byte_tokenizer()
     essays = []
-    for path in sorted((shared / "data/niah/paul_graham_essays").glob("*.txt")):
+    for path in sorted(assets.path("niah/paul_graham_essays").glob("*.txt")):
         essays.extend(_paragraphs(path.read_text(encoding="utf-8")))
-    gsm = [json.loads(line) for line in (shared / "data/gsm8k/train.jsonl").read_text().splitlines()[:400]]
+    gsm = assets.jsonl("gsm8k/train.jsonl.gz")[:400]
     math = [f"Q: {r['question']}\nA: {r['answer']}" for r in gsm]
-    udhr = [
-        json.loads(line)["text"] for line in (shared / "data/multilingual/udhr_lines.jsonl").read_text().splitlines()
-    ]
+    udhr = [r["text"] for r in assets.jsonl("multilingual/udhr_lines.jsonl")]
     udhr = [t for t in udhr if len(t) > 60]
 
     def docs(texts: list[str], budget: int) -> list[list[int]]:

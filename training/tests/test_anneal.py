@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from model.llama import build
+from tools import assets
 from training import anneal, pretrain
 from training import checkpoint as ckpt
 from training.distributed import DistInfo
@@ -23,9 +24,9 @@ ANNEAL = ("anneal.train.optim.lr=0.004", "anneal.train.lr.schedule=linear", "ann
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, shared):
+def pretrained(tmp_path_factory):
     root = tmp_path_factory.mktemp("anneal")
-    shards = text_shards(root / "shards", shared, chars=60_000)
+    shards = text_shards(root / "shards", chars=60_000)
     pretrain.run(micro_recipe(), root / "pretrain", shards)
     return root, shards
 
@@ -60,10 +61,10 @@ def summary_args(root):
     return checkpoint_args(root / "anneal")
 
 
-def test_the_data_quality_probe_reports_the_candidates_effect(pretrained, shared, tmp_path):
+def test_the_data_quality_probe_reports_the_candidates_effect(pretrained, tmp_path):
     root, shards = pretrained
     tok = byte_tokenizer()
-    lines = [json.loads(x)["text"] for x in (shared / "data/multilingual/udhr_lines.jsonl").read_text().splitlines()]
+    lines = [r["text"] for r in assets.jsonl("multilingual/udhr_lines.jsonl")]
     lines = [t for t in lines if len(t) > 80]
     candidate = write_shards(tmp_path / "candidate", {
         ("udhr", "train"): [tok.encode(t, bos=True, eos=True) for t in lines[100:400]],

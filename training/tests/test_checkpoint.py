@@ -83,8 +83,8 @@ def test_keep_last_k_plus_milestones_and_leftover_temp_dirs(tmp_path):
     ]  # fmt: skip
 
 
-def test_the_trainer_resumes_from_the_previous_checkpoint_when_the_newest_is_torn(tmp_path, shared):
-    shards = text_shards(tmp_path / "shards", shared, chars=30_000)
+def test_the_trainer_resumes_from_the_previous_checkpoint_when_the_newest_is_torn(tmp_path):
+    shards = text_shards(tmp_path / "shards", chars=30_000)
     recipe = micro_recipe()
     first = Trainer(recipe, recipe.pretrain, tmp_path / "run", shards, phase="pretrain")
     first.fit(until_tokens=2048)  # checkpoints at steps 4 and 8

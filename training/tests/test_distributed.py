@@ -19,8 +19,8 @@ from training.trainer import Trainer
 OVERRIDES = ("pretrain.tokens=3072", "pretrain.checkpoint.every_steps=6")
 
 
-def test_two_gloo_processes_match_one_process(tmp_path, shared):
-    shards = text_shards(tmp_path / "shards", shared, chars=40_000)
+def test_two_gloo_processes_match_one_process(tmp_path):
+    shards = text_shards(tmp_path / "shards", chars=40_000)
     recipe = micro_recipe(*OVERRIDES)
     tools_config.save(recipe, tmp_path / "recipe.yaml")
     proc = python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",

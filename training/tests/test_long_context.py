@@ -22,9 +22,9 @@ LC = ("long_context.train.optim.lr=0.003", "long_context.train.lr.schedule=const
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, shared):
+def pretrained(tmp_path_factory):
     root = tmp_path_factory.mktemp("lc")
-    shards = text_shards(root / "shards", shared, chars=60_000)
+    shards = text_shards(root / "shards", chars=60_000)
     pretrain.run(micro_recipe(), root / "pretrain", shards)
     return root, shards
 

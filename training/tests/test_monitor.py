@@ -52,8 +52,8 @@ def test_wandb_is_offline_by_default_and_respects_wandb_mode(tmp_path, monkeypat
     assert off.run is None and not (tmp_path / "b/wandb").exists()
 
 
-def test_step_records_carry_throughput_mfu_and_memory(tmp_path, shared):
-    shards = text_shards(tmp_path / "shards", shared, chars=20_000)
+def test_step_records_carry_throughput_mfu_and_memory(tmp_path):
+    shards = text_shards(tmp_path / "shards", chars=20_000)
     recipe = micro_recipe("monitor.peak_flops=1e9")
     t = Trainer(recipe, recipe.pretrain, tmp_path / "run", shards, phase="pretrain")
     t.fit(until_tokens=512)

@@ -34,9 +34,9 @@ def wait(predicate, job, timeout=240):
     raise TimeoutError("the job did not get there in time")
 
 
-def test_usr2_and_sigterm_checkpoint_and_requeue_through_submitit(tmp_path, shared, monkeypatch):
+def test_usr2_and_sigterm_checkpoint_and_requeue_through_submitit(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])))
-    shards = text_shards(tmp_path / "shards", shared, chars=40_000)
+    shards = text_shards(tmp_path / "shards", chars=40_000)
     recipe = micro_recipe(f"pretrain.tokens={STEPS * 256}", "pretrain.checkpoint.every_steps=100",
                           "parallel.data_parallel=fsdp")  # fmt: skip
     workdir = tmp_path / "work"

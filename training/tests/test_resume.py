@@ -20,9 +20,9 @@ OVERRIDES = ("pretrain.tokens=12288", "pretrain.checkpoint.every_steps=5", "pret
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, shared):
+def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
-    shards = text_shards(root / "shards", shared, chars=60_000)
+    shards = text_shards(root / "shards", chars=60_000)
     recipe = micro_recipe(*OVERRIDES)
     tools_config.save(recipe, root / "recipe.yaml")
     pretrain.run(recipe, root / "reference", shards)

@@ -16,8 +16,8 @@ from training.trainer import SpikeError, Trainer
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory, shared):
-    return text_shards(tmp_path_factory.mktemp("shards"), shared)
+def shards(tmp_path_factory):
+    return text_shards(tmp_path_factory.mktemp("shards"))
 
 
 def trainer(recipe, workdir, shards, **kw) -> Trainer:
