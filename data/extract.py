@@ -1,14 +1,16 @@
 """HTML -> text: main content without boilerplate, code blocks and math kept, markdown markers removed.
 
-The engine (resiliparse by default, or trafilatura; see data/README.md for the measurement behind the choice)
-runs in a sandbox process: each page gets `timeout_s`, and a page that hangs or crashes the parser (HTML
-bombs, pathological nesting) kills only the sandbox, which is restarted; the page is dropped with the reason.
-Decoding (charset from HTTP, <meta>, or detection), binary sniffing and size limits happen before.
+The engine is trafilatura (favouring recall) by default, or resiliparse: data/README.md gives the scored
+extraction set, each engine's precision / recall / F1 and speed, and the rule that picked the default. It runs in
+a sandbox process: each page gets `timeout_s`, and a page that hangs or crashes the parser (HTML bombs,
+pathological nesting) kills only the sandbox, which is restarted; the page is dropped with the reason. A process
+keeps its sandbox from task to task (shared_sandbox). Decoding (charset from HTTP, <meta>, or detection), binary
+sniffing and size limits happen before.
 
 Math: MathJax `<script type="math/tex">` and MathML (its TeX annotation or alttext) become $...$ / $$...$$;
-KaTeX/MathJax rendered duplicates are skipped. Code: resiliparse's minimal-HTML output marks <pre> blocks,
-which are kept verbatim while markdown markers (# headings, **bold**, [links](...), ``` fences, > quotes,
---- rules) are removed from the rest of the text.
+KaTeX/MathJax rendered duplicates are skipped. Code: blocks the engine marks (resiliparse's <pre>, trafilatura's
+markdown fences) are kept verbatim while markdown markers (# headings, **bold**, [links](...), ``` fences,
+> quotes, --- rules; with trafilatura also *italics*, list bullets and table rules) are removed from the rest.
 """
 
 from __future__ import annotations
@@ -20,18 +22,23 @@ import select
 import struct
 import subprocess
 import sys
+import unicodedata
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing import util
 
 from data.base import Step, Task, batched
 from data.document import Document
-from data.html2text import _tidy, extract_html
+from data.html2text import ENGINES, FAVOR, _tidy, extract_html
 
 
 @dataclass
 class ExtractConfig:
-    engine: str = "resiliparse"  # resiliparse | trafilatura
-    main_content: bool = True  # resiliparse's main-content heuristics (drops navigation, footers, ...)
+    engine: str = "trafilatura"  # trafilatura | resiliparse
+    favor: str = "recall"  # trafilatura: precision | balanced (its own default) | recall
+    main_content: bool = True  # resiliparse: its main-content heuristics (drops navigation, footers, ...)
+    trim: bool = False  # resiliparse: keep only the densest run of text blocks (html2text.trim_blocks)
     timeout_s: float = 5.0  # per page; a page over it is dropped and the sandbox restarted
     sandbox: bool = True  # False runs the engine in-process (no time limit; for debugging only)
     sandbox_memory_mb: int = 4096  # address-space limit of the sandbox process
@@ -39,6 +46,7 @@ class ExtractConfig:
     max_chars: int = 2_000_000  # extracted text beyond this is cut
     strip_markdown: bool = True
     batch: int = 32  # pages sent to the sandbox at a time
+    start_timeout_s: float = 60.0  # for a (re)started sandbox to import its engine, before any page's clock
 
 
 TEXT_TYPES = ("text/plain", "text/x-", "text/markdown")
@@ -91,16 +99,22 @@ def decode(raw: bytes, content_type: str) -> tuple[str, str]:
 
 
 class Sandbox:
-    """A child process that extracts one page at a time, killed and restarted when a page overruns."""
+    """A child process that extracts one page at a time, killed and restarted when a page overruns. It imports
+    `engine` and says so before it is given pages, so that a page's time limit is not spent on the import."""
 
-    def __init__(self, memory_mb: int):
+    def __init__(self, memory_mb: int, engine: str = "", start_timeout_s: float = 60.0):
         self.memory_mb = memory_mb
+        self.engine = engine
+        self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
 
     def _start(self) -> None:
         env = dict(
-            os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), HERD_SANDBOX_MEMORY_MB=str(self.memory_mb)
+            os.environ,
+            PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+            HERD_SANDBOX_MEMORY_MB=str(self.memory_mb),
+            HERD_SANDBOX_ENGINE=self.engine,
         )
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from data.html2text import serve; serve()"],
@@ -109,6 +123,9 @@ class Sandbox:
             env=env,
             bufsize=0,
         )
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.start_timeout_s)
+        if not ready or pickle.loads(self._read(struct.unpack("<Q", self._read(8))[0]))[0] != "ready":
+            raise EOFError  # run() counts it as a crash of the page it was started for
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -118,8 +135,11 @@ class Sandbox:
 
     def close(self) -> None:
         if self.proc is not None:
-            self.proc.stdin.close()
-            self.proc.wait()
+            self.proc.stdin.close()  # the child's loop ends at end of input
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
             self.proc = None
 
     def _read(self, n: int) -> bytes:
@@ -135,12 +155,19 @@ class Sandbox:
         """Per page ("ok", text) | ("error", message) | ("timeout", "") | ("crash", message). Pages stream
         through the child; each has `timeout` seconds from the previous result, and after a timeout or crash
         the child is restarted for the remaining pages."""
+        try:
+            return self._run(pages, opts, timeout)
+        except BaseException:  # e.g. KeyboardInterrupt: replies may be left in the pipe, so start afresh next time
+            self.kill()
+            raise
+
+    def _run(self, pages: list[str], opts: dict, timeout: float) -> list[tuple[str, str]]:
         results: list[tuple[str, str]] = []
         while len(results) < len(pages):
-            if self.proc is None:
-                self._start()
             data = pickle.dumps((pages[len(results) :], opts), protocol=5)
             try:
+                if self.proc is None:
+                    self._start()
                 view = memoryview(struct.pack("<Q", len(data)) + data)
                 while view:  # unbuffered pipe: write() may take only part of it
                     view = view[self.proc.stdin.write(view) :]
@@ -161,26 +188,48 @@ class Sandbox:
         return results
 
 
+_SHARED: dict[tuple, Sandbox] = {}
+
+
+def shared_sandbox(memory_mb: int, engine: str, start_timeout_s: float) -> Sandbox:
+    """This process's sandbox for these settings. A task builds its steps anew, and a sandbox start costs an
+    interpreter and the engine's import (0.05 s with resiliparse, 0.5 s with trafilatura), so the sandbox outlives
+    the task; it is closed (its process ended and waited for) when this process exits, worker processes of
+    multiprocessing included. A forked child starts its own (the key holds the process id)."""
+    key = (os.getpid(), memory_mb, engine, start_timeout_s)
+    if key not in _SHARED:
+        _SHARED[key] = box = Sandbox(memory_mb, engine, start_timeout_s)
+        util.Finalize(None, box.close, exitpriority=0)  # run at exit by multiprocessing, in any process
+    return _SHARED[key]
+
+
 class Extract(Step):
     name = "extract"
 
     def setup(self) -> None:
-        self.sandbox = Sandbox(self.cfg.sandbox_memory_mb) if self.cfg.sandbox else None
+        cfg = self.cfg
+        if cfg.engine not in ENGINES:
+            raise ValueError(f"extract.engine must be one of {', '.join(ENGINES)}, got '{cfg.engine}'")
+        if cfg.favor not in FAVOR:
+            raise ValueError(f"extract.favor must be one of {', '.join(FAVOR)}, got '{cfg.favor}'")
+        self.sandbox = shared_sandbox(cfg.sandbox_memory_mb, cfg.engine, cfg.start_timeout_s) if cfg.sandbox else None
         self.opts = {
-            "engine": self.cfg.engine,
-            "main_content": self.cfg.main_content,
-            "markdown": self.cfg.strip_markdown,
+            "engine": cfg.engine,
+            "main_content": cfg.main_content,
+            "markdown": cfg.strip_markdown,
+            "favor": cfg.favor,
+            "trim": cfg.trim,
         }
 
     def process(self, docs: Iterator[Document], task: Task) -> Iterator[Document]:
         st = task.step_stats(self.name)
+        restarts = self.sandbox.restarts if self.sandbox is not None else 0
         try:
             for batch in batched(docs, self.cfg.batch):
                 yield from self.run_batch(batch, task, st)
         finally:
             if self.sandbox is not None:
-                st.counters["sandbox restarts"] += self.sandbox.restarts
-                self.sandbox.close()
+                st.counters["sandbox restarts"] += self.sandbox.restarts - restarts
 
     def run_batch(self, batch: list[Document], task: Task, st) -> Iterator[Document]:
         verdicts: list = [None] * len(batch)
@@ -243,3 +292,96 @@ class Extract(Step):
             return "html"
         doc.text = _tidy(text.replace("\r\n", "\n"))
         return None
+
+
+# Scoring against expected main text: the scored set (third_party/data/web/extraction/expected.jsonl) names a
+# vendored page (file, and the record's URL inside a WARC) and the main text a reader finds in it.
+
+SCORED_SET = "web/extraction/expected.jsonl"
+SETTINGS = {  # the settings bench_extract measures and the default is chosen from (data/README.md)
+    "resiliparse, main content": {"engine": "resiliparse", "main_content": True},
+    "resiliparse, main content + trim": {"engine": "resiliparse", "main_content": True, "trim": True},
+    "resiliparse, all text": {"engine": "resiliparse", "main_content": False},
+    "resiliparse, all text + trim": {"engine": "resiliparse", "main_content": False, "trim": True},
+    "trafilatura, favor precision": {"engine": "trafilatura", "favor": "precision"},
+    "trafilatura, balanced": {"engine": "trafilatura", "favor": "balanced"},
+    "trafilatura, favor recall": {"engine": "trafilatura", "favor": "recall"},
+}
+SPEEDUP, MARGIN = 5.0, 0.02  # the rule of choose_default
+
+
+def choose_default(results: dict[str, dict]) -> tuple[str, str]:
+    """The rule that picks the default from {setting: {"f1": ..., "dps": docs/s}}: the best-F1 setting at least
+    SPEEDUP x faster than trafilatura, if its F1 is within MARGIN of trafilatura's; else trafilatura. Its best
+    trafilatura setting is the reference for both. Returns (setting, why)."""
+    ref = max((n for n in results if SETTINGS[n]["engine"] == "trafilatura"), key=lambda n: results[n]["f1"])
+    bar = SPEEDUP * results[ref]["dps"]
+    fast = [n for n in results if SETTINGS[n]["engine"] != "trafilatura" and results[n]["dps"] >= bar]
+    best = max(fast, key=lambda n: results[n]["f1"], default=None)
+    if best is not None and results[best]["f1"] >= results[ref]["f1"] - MARGIN:
+        return best, f"F1 {results[best]['f1']:.3f} within {MARGIN} of '{ref}' ({results[ref]['f1']:.3f})"
+    if best is None:
+        return ref, f"no other setting reaches {bar:.0f} docs/s ({SPEEDUP:g}x '{ref}')"
+    return ref, (
+        f"the best setting over {bar:.0f} docs/s ({SPEEDUP:g}x '{ref}'), '{best}', has F1 "
+        f"{results[best]['f1']:.3f}, more than {MARGIN} below '{ref}' ({results[ref]['f1']:.3f})"
+    )
+
+
+_IDEOGRAPHS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana and CJK ideographs
+_TOKEN = re.compile(rf"[{_IDEOGRAPHS}]|[^\W{_IDEOGRAPHS}]+")
+
+
+def tokens(text: str) -> list[str]:
+    """Words for scoring: NFKC, case-folded, runs of letters and digits; each kana or CJK ideograph is a token
+    of its own (Chinese and Japanese put no spaces between words), punctuation and markup are not tokens."""
+    return _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
+def shingles(text: str, n: int = 4) -> Counter:
+    """The multiset of word n-grams; a text shorter than n words is one shingle."""
+    w = tokens(text)
+    return Counter(tuple(w[i : i + n]) for i in range(max(1, len(w) - n + 1))) if w else Counter()
+
+
+def score(expected: str, got: str) -> tuple[float | None, float]:
+    """(precision, recall) of the extracted text's 4-gram shingles against the expected text's, counting
+    repeats; precision is None for an empty extraction (it keeps no boilerplate, and loses all recall)."""
+    want, have = shingles(expected), shingles(got)
+    if not want:
+        raise ValueError("expected text has no words to score against")
+    hit = sum((want & have).values())
+    return (hit / sum(have.values()) if have else None), hit / sum(want.values())
+
+
+def summarize(scores: list[tuple[float | None, float]]) -> tuple[float, float, float]:
+    """Mean precision (over pages with output), mean recall (over all pages), and F1 of the two means, the
+    way article-extraction benchmarks report it."""
+    precisions = [p for p, _ in scores if p is not None]
+    p = sum(precisions) / len(precisions) if precisions else 0.0
+    r = sum(rec for _, rec in scores) / len(scores)
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def scored_pages() -> list[tuple[dict, str]]:
+    """(record of the scored set, decoded HTML of its page), in the set's order."""
+    from data.warc import iter_records, parse_http
+    from tools import assets
+
+    records = assets.jsonl(SCORED_SET)
+    wanted = {(r["file"], r["url"]) for r in records}
+    html: dict[tuple[str, str], str] = {}
+    for file in sorted({f for f, _ in wanted}):
+        path = assets.path(file)
+        if not file.endswith(".warc.gz"):
+            html[(file, "")] = decode(path.read_bytes(), "")[0]
+            continue
+        for rec in iter_records(str(path)):
+            url = rec.headers.get("warc-target-uri", "").strip("<>")
+            if rec.type == "response" and not rec.error and (file, url) in wanted:
+                http = parse_http(rec.block, 1 << 26)
+                html[(file, url)] = decode(http.body, http.headers.get("content-type", ""))[0]
+    missing = sorted(wanted - set(html))
+    if missing:
+        raise ValueError(f"{SCORED_SET}: no page for {missing[0][0]} {missing[0][1]} ({len(missing)} missing)")
+    return [(r, html[(r["file"], r["url"])]) for r in records]

@@ -1,8 +1,10 @@
 """Heuristic filters: Gopher repetition and quality rules (Rae et al. 2021, thresholds as in FineWeb /
 datatrove), C4's line rules (Raffel et al. 2020), and C4-style dirty-word counting from per-language word lists.
 
-Repetition statistics are computed on numpy arrays of word hashes (data/textnorm.py) rather than Python
-n-gram tuples: one pass per n instead of one dictionary operation per n-gram.
+Words are the language's word units (data/textnorm.py `split_units`): whitespace words, or characters in
+Chinese, Japanese, Thai and the other scripts written without spaces, where a whitespace "word" is a whole
+sentence and its n-gram statistics would drop clean pages. Repetition statistics are computed on numpy arrays
+of word hashes rather than Python n-gram tuples: one pass per n instead of one dictionary operation per n-gram.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from data.base import Filter
 from data.document import Document
-from data.textnorm import combine, word_hashes
+from data.textnorm import CHAR_UNIT_LANGS, combine, split_units, units_per_word, word_hashes, word_units
 
 
 @dataclass
@@ -59,11 +61,12 @@ def _repeat_chars(positions: np.ndarray, keys: np.ndarray, cum: np.ndarray, n: i
     return chars
 
 
-def ngram_stats(words: list[str], top_ns=(2, 3, 4), dup_ns=range(5, 11)) -> tuple[dict, dict]:
-    """Characters of the most frequent n-gram times its count, and characters in repeated n-grams, as in
-    Gopher / datatrove: scanning left to right, an n-gram seen before counts its characters (words joined
-    without spaces) and the scan jumps past it. Computed on hashes; for n > min(dup_ns) only positions whose
-    (n-1)-gram repeats are candidates (an n-gram can only repeat where its prefix does)."""
+def ngram_stats(words: list[str], top_ns=(2, 3, 4), dup_ns=range(5, 11), joined=None) -> tuple[dict, dict]:
+    """Characters of the most frequent n-gram times its count (words joined by a space, except those written
+    `joined` to the one before them), and characters in repeated n-grams, as in Gopher / datatrove: scanning
+    left to right, an n-gram seen before counts its characters (words joined without spaces) and the scan
+    jumps past it. Computed on hashes; for n > min(dup_ns) only positions whose (n-1)-gram repeats are
+    candidates (an n-gram can only repeat where its prefix does)."""
     n_words = len(words)
     top = {n: 0 for n in top_ns}
     dup = {n: 0 for n in dup_ns}
@@ -71,6 +74,7 @@ def ngram_stats(words: list[str], top_ns=(2, 3, 4), dup_ns=range(5, 11)) -> tupl
         return top, dup
     h = word_hashes(words)
     cum = np.concatenate(([0], np.cumsum(np.fromiter(map(len, words), np.int64, n_words))))
+    spaced = np.arange(n_words + 1) if joined is None else np.concatenate(([0], np.cumsum(~joined)))
     g = h  # g[i]: hash of the n-gram starting at word i, for the current n
     first_dup = min(dup_ns, default=None)
     for n in range(2, (first_dup or max(top_ns, default=1)) + 1):
@@ -84,7 +88,7 @@ def ngram_stats(words: list[str], top_ns=(2, 3, 4), dup_ns=range(5, 11)) -> tupl
             runs = np.diff(np.append(starts, len(gs)))
             best = runs.max()
             i = int(order[starts[runs == best]].min())  # earliest of the most frequent (Counter.most_common order)
-            top[n] = int(best) * int(cum[i + n] - cum[i] + n - 1)
+            top[n] = int(best) * int(cum[i + n] - cum[i] + spaced[i + n] - spaced[i + 1])
     if first_dup is None:
         return top, dup
     pos, gp = np.arange(len(g)), g
@@ -121,17 +125,26 @@ class GopherRepetition(Filter):
             return "duplicated lines", f"{dup / len(lines):.2f}"
         if chars / size > c.dup_line_char_frac:
             return "duplicated line characters", f"{chars / size:.2f}"
-        top, dup_chars = ngram_stats(text.split(), (2, 3, 4), range(5, 11))
-        for n, limit in zip((2, 3, 4), c.top_ngram_char_frac):
-            if top[n] / size > limit:
-                return f"top {n}-gram too frequent", f"{top[n] / size:.2f}"
-        for n, limit in zip(range(5, 11), c.dup_ngram_char_frac):
-            if dup_chars[n] / size > limit:
-                return f"duplicated {n}-grams", f"{dup_chars[n] / size:.2f}"
+        words, joined = split_units(text, doc.lang)
+        k = units_per_word(doc.lang)  # n-grams are of words: n words are about n * k character units
+        tops, dups = ([int(n * k + 0.5) for n in ns] for ns in ((2, 3, 4), range(5, 11)))
+        top, dup_chars = ngram_stats(words, tops, dups, joined)
+        for n, m, limit in zip((2, 3, 4), tops, c.top_ngram_char_frac):
+            if top[m] / size > limit:
+                return f"top {n}-gram too frequent", f"{top[m] / size:.2f}"
+        for n, m, limit in zip(range(5, 11), dups, c.dup_ngram_char_frac):
+            if dup_chars[m] / size > limit:
+                return f"duplicated {n}-grams", f"{dup_chars[m] / size:.2f}"
         return None
 
 
-STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
+# Gopher's English stop words, and the most frequent function words (particles) of Chinese and Japanese, whose
+# word units are characters; languages without a list skip the stop-word rule.
+STOP_WORDS = {
+    "en": frozenset(["the", "be", "to", "of", "and", "that", "have", "with"]),
+    "zh": frozenset(["的", "是", "在", "了", "和", "有", "不", "也"]),
+    "ja": frozenset(["の", "に", "は", "を", "た", "が", "で", "と"]),
+}
 
 
 @dataclass
@@ -145,11 +158,14 @@ class GopherQualityConfig:
     max_ellipsis_lines_ratio: float = 0.3
     min_alpha_words_ratio: float = 0.8  # words holding at least one letter
     min_stop_words: int = 2
-    languages: list[str] = field(default_factory=lambda: ["en"])  # the stop words are English
+    languages: list[str] = field(default_factory=lambda: ["en"])  # its thresholds were set on English
     categories: list[str] = field(default_factory=list)
 
 
 _ALPHA = re.compile(r"[^\W\d_]")
+# Where the mean word length rule (set on English letters) says nothing: character units, and Hangul, whose
+# letters are whole syllables.
+NO_WORD_LENGTH = CHAR_UNIT_LANGS | {"ko"}
 BULLETS = ("•", "●", "○", "▪", "‣", "⁃", "◦", "-", "*")
 
 
@@ -158,17 +174,18 @@ class GopherQuality(Filter):
 
     def keep(self, doc: Document):
         c, text = self.cfg, doc.text
-        words = text.split()
+        words = word_units(text, doc.lang)
         n = len(words)
         if n < c.min_words:
             return "too few words", str(n)
         if n > c.max_words:
             return "too many words", str(n)
-        avg = sum(map(len, words)) / n
-        if avg < c.min_avg_word_length:
-            return "words too short on average", f"{avg:.2f}"
-        if avg > c.max_avg_word_length:
-            return "words too long on average", f"{avg:.2f}"
+        if doc.lang not in NO_WORD_LENGTH:
+            avg = sum(map(len, words)) / n
+            if avg < c.min_avg_word_length:
+                return "words too short on average", f"{avg:.2f}"
+            if avg > c.max_avg_word_length:
+                return "words too long on average", f"{avg:.2f}"
         for symbol, count in (("#", text.count("#")), ("ellipsis", text.count("...") + text.count("…"))):
             if count / n > c.max_symbol_word_ratio:
                 return f"too many {symbol} symbols", f"{count / n:.2f}"
@@ -183,9 +200,14 @@ class GopherQuality(Filter):
         alpha = sum(1 for w in words if _ALPHA.search(w)) / n
         if alpha < c.min_alpha_words_ratio:
             return "too few words with letters", f"{alpha:.2f}"
-        stops = len(STOP_WORDS.intersection(w.lower() for w in words))  # distinct ones ("two of the following")
-        if stops < c.min_stop_words:
-            return "too few stop words", str(stops)
+        stop_words = STOP_WORDS.get(doc.lang or "en")
+        if stop_words is not None:
+            if doc.lang in CHAR_UNIT_LANGS:  # single characters: distinct ones found anywhere in the text
+                stops = sum(w in text for w in stop_words)
+            else:  # distinct ones ("two of the following")
+                stops = len(stop_words.intersection(w.lower() for w in words))
+            if stops < c.min_stop_words:
+                return "too few stop words", str(stops)
         return None
 
 
@@ -268,6 +290,7 @@ class WordList:
     """One language's list: single words matched against word tokens, phrases and unspaced scripts by regex."""
 
     def __init__(self, entries: list[str], lang: str):
+        self.lang = lang
         entries = sorted({e.strip().lower() for e in entries if e.strip() and not e.startswith("#")})
         self.words = frozenset(e for e in entries if " " not in e and lang not in NO_SPACES)
         phrases = [e for e in entries if e not in self.words]
@@ -286,6 +309,8 @@ class WordList:
         n = sum(1 for t in tokens if t in self.words)
         if self.phrases is not None:
             n += len(self.phrases.findall(low))
+        if self.lang in CHAR_UNIT_LANGS:  # a \w+ token is a whole phrase there: count word units
+            return n, len(word_units(low, self.lang))
         return n, len(tokens)
 
 

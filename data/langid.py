@@ -7,6 +7,7 @@ Sets doc.lang (ISO 639 code, e.g. "en", "zh") and doc.lang_score; drops document
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,11 +43,16 @@ def language_text(text: str, max_chars: int) -> str:
     return " ".join(_MATH.sub(" ", text[: 2 * max_chars]).split())[:max_chars]
 
 
+@functools.lru_cache(maxsize=4)
+def _load(path: str):
+    import fasttext
+
+    return fasttext.load_model(path)
+
+
 class LanguageModel:
     def __init__(self, path: str | Path = ""):
-        import fasttext
-
-        self.model = fasttext.load_model(str(path or lid176_path()))
+        self.model = _load(str(path or lid176_path()))  # once per process: each task builds its steps anew
 
     def predict(self, text: str, max_chars: int = 4000) -> tuple[str, float]:
         labels, scores = self.model.predict(language_text(text, max_chars), k=1)

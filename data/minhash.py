@@ -1,6 +1,8 @@
 """Global MinHash document dedup (FineWeb settings by default): word 5-gram shingles of the normalised text
 (lowercase, digits -> 0, punctuation removed), 14 bands x 8 rows = 112 permutations, LSH buckets, connected
-components across all shards, one survivor per component.
+components across all shards, one survivor per component. Words are the document language's word units
+(data/textnorm.py): characters in Chinese, Japanese, Thai and the other scripts written without spaces, so
+their shingles are character 5-grams rather than whole sentences.
 
 Signatures: each shingle's 64-bit hash x (data/textnorm.py) goes through 112 multiply-add-shift hash functions
 h_k(x) = (a_k * (x >> 32) + b_k) mod 2^64 >> 32 (a strongly universal family on 32-bit keys); the signature
@@ -23,7 +25,7 @@ import numpy as np
 from data.base import Collector, GlobalStep, Task, load_arrays, save_arrays
 from data.document import Document
 from data.runner import shard_name
-from data.textnorm import hash_str, mix64, ngram_hashes, normalize
+from data.textnorm import hash_str, mix64, ngram_hashes, normalize, word_units
 
 
 @dataclass
@@ -37,23 +39,34 @@ class MinHashConfig:
     # estimate of their Jaccard similarity): fewer false positives at the cost of storing signatures.
     verify: float = 0.0
     batch_shingles: int = 4096  # shingles per numpy block (memory: 8 bytes x 112 x this)
+    # numpy | cuda: the same signatures, bit for bit, computed on a GPU (kernels/minhash.py, `//kernels:herd_cuda`)
+    backend: str = "numpy"
 
 
 class MinHasher:
-    def __init__(self, num_perm: int = 112, ngram: int = 5, seed: int = 1, batch_shingles: int = 4096):
+    def __init__(
+        self, num_perm: int = 112, ngram: int = 5, seed: int = 1, batch_shingles: int = 4096, backend: str = "numpy"
+    ):
+        if backend not in ("numpy", "cuda"):
+            raise ValueError(f"minhash backend must be numpy or cuda, got '{backend}'")
         rng = np.random.default_rng(seed)
         self.a = (rng.integers(0, 2**63, num_perm, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)  # odd
         self.b = rng.integers(0, 2**63, num_perm, dtype=np.uint64) << np.uint64(1)
-        self.num_perm, self.ngram, self.batch = num_perm, ngram, batch_shingles
+        self.num_perm, self.ngram, self.batch, self.backend = num_perm, ngram, batch_shingles, backend
 
-    def shingles(self, text: str) -> np.ndarray:
-        return ngram_hashes(normalize(text).split(), self.ngram)
+    def shingles(self, text: str, lang: str = "") -> np.ndarray:
+        return ngram_hashes(word_units(normalize(text), lang), self.ngram)
 
     def signatures_from_shingles(self, shingle_sets: Sequence[np.ndarray]) -> np.ndarray:
         """[len(shingle_sets), num_perm] uint32 signatures; an empty set gives all 0xFFFFFFFF."""
         n = len(shingle_sets)
         out = np.full((n, self.num_perm), np.iinfo(np.uint32).max, np.uint32)
         lens = np.fromiter((len(s) for s in shingle_sets), np.int64, n)
+        if self.backend == "cuda":
+            from kernels import minhash as cuda_minhash
+
+            hashes = np.concatenate([np.zeros(0, np.uint64), *shingle_sets])
+            return cuda_minhash.signatures(hashes, np.concatenate(([0], np.cumsum(lens))), self.a, self.b)
         if not lens.sum():
             return out
         x = np.concatenate(list(shingle_sets)) >> np.uint64(32)
@@ -78,8 +91,9 @@ class MinHasher:
         out[docs] = (mins[:, docs] >> np.uint64(32)).astype(np.uint32).T
         return out
 
-    def signatures(self, texts: Sequence[str]) -> np.ndarray:
-        return self.signatures_from_shingles([self.shingles(t) for t in texts])
+    def signatures(self, texts: Sequence[str], langs: Sequence[str] | None = None) -> np.ndarray:
+        langs = langs if langs is not None else [""] * len(texts)
+        return self.signatures_from_shingles([self.shingles(t, lang) for t, lang in zip(texts, langs, strict=True)])
 
 
 def band_hashes(sig: np.ndarray, bands: int, rows: int, salt: np.ndarray | None = None) -> np.ndarray:
@@ -110,7 +124,7 @@ class _MinHashCollector(Collector):
     def _flush(self) -> None:
         if not self.pending:
             return
-        sig = self.hasher.signatures([d.text for d in self.pending])
+        sig = self.hasher.signatures([d.text for d in self.pending], [d.lang for d in self.pending])
         salt = None
         if self.cfg.per_language:
             salt = np.array([hash_str(d.lang) for d in self.pending], np.uint64)
@@ -183,7 +197,7 @@ class MinHashDedup(GlobalStep):
 
     def hasher(self) -> MinHasher:
         c = self.cfg
-        return MinHasher(c.bands * c.rows, c.ngram, c.seed, c.batch_shingles)
+        return MinHasher(c.bands * c.rows, c.ngram, c.seed, c.batch_shingles, c.backend)
 
     def collector(self, rnd: int, gdir: Path, shard: int) -> Collector:
         return _MinHashCollector(self.cfg, self.hasher())
@@ -223,14 +237,14 @@ class MinHashDedup(GlobalStep):
                 yield doc
 
 
-def evaluate(texts: Sequence[str], cfg: MinHashConfig | None = None, threshold: float = 0.8) -> dict:
+def evaluate(texts: Sequence[str], cfg: MinHashConfig | None = None, threshold: float = 0.8, lang: str = "") -> dict:
     """Precision and recall of MinHash LSH against brute-force Jaccard similarity of the shingle sets:
     true pairs have Jaccard >= threshold; predicted pairs share a band bucket (candidates) or a component."""
     from scipy.sparse import csr_matrix
 
     cfg = cfg or MinHashConfig()
-    hasher = MinHasher(cfg.bands * cfg.rows, cfg.ngram, cfg.seed, cfg.batch_shingles)
-    sets = [np.unique(hasher.shingles(t)) for t in texts]
+    hasher = MinHasher(cfg.bands * cfg.rows, cfg.ngram, cfg.seed, cfg.batch_shingles, cfg.backend)
+    sets = [np.unique(hasher.shingles(t, lang)) for t in texts]
     vocab, inverse = np.unique(np.concatenate(sets), return_inverse=True)
     rows = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
     x = csr_matrix((np.ones(len(rows), np.float32), (rows, inverse)), shape=(len(sets), len(vocab)))

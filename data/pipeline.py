@@ -170,7 +170,7 @@ def run(cfg: PipelineConfig, tokenizer: Any = None) -> dict:
     check_steps(list(cfg.steps))
     output = user_path(cfg.output)
     inputs = ",".join(p if p.strip().startswith("hf://") else str(user_path(p.strip())) for p in cfg.input.split(","))
-    tasks = plan_tasks(expand_inputs(inputs), cfg.tasks)
+    tasks = plan_tasks(expand_inputs(inputs, cfg.read.format), cfg.tasks)
     env = Env(
         output=output,
         work=output / "_work",
@@ -215,8 +215,17 @@ def run_tiny(
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse(PipelineConfig, sys.argv[1:] if argv is None else argv)
-    summary = run(cfg)
+    """The CLI. A bad key or value, a missing input or config file: one line on stderr, exit 2 (as the experiment
+    and eval CLIs do). A disk that is full, read-only or not ours: one line naming the path, exit 1."""
+    try:
+        cfg = parse(PipelineConfig, sys.argv[1:] if argv is None else argv)
+        summary = run(cfg)
+    except (ValueError, FileNotFoundError) as e:  # tools.config.ConfigError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     report = Path(user_path(cfg.output)) / "report" / "report.md"
     print(
         f"{summary['documents_in']:,} documents in, {summary['documents_kept']:,} kept, "

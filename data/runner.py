@@ -17,6 +17,7 @@ import glob
 import json
 import os
 import shutil
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -31,21 +32,6 @@ from tqdm import tqdm
 from data.base import GlobalStep, Step, StepStats, Task
 from data.document import Document, DocumentWriter, read_documents
 from tools import atomic, cluster
-
-INPUT_SUFFIXES = (
-    ".warc",
-    ".warc.gz",
-    ".arc",
-    ".arc.gz",
-    ".wet",
-    ".wet.gz",
-    ".txt",
-    ".jsonl",
-    ".jsonl.gz",
-    ".json",
-    ".json.gz",
-    ".parquet",
-)
 
 
 @dataclass(frozen=True)
@@ -81,10 +67,15 @@ class Env:
         return path if path.is_absolute() else Path(self.extra.get("cwd", os.getcwd())) / path
 
 
-def expand_inputs(spec: str) -> list[tuple[Path | str, str]]:
-    """`spec`: comma-separated files, directories (searched recursively for known suffixes), globs, or
-    hf://<name>. Returns (path, name) pairs; a name (the stem of document ids) is the path relative to the
-    directory given, or the file's own name, so ids do not depend on where the data sits."""
+def expand_inputs(spec: str, read_format: str = "auto") -> list[tuple[Path | str, str]]:
+    """`spec`: comma-separated files, folders (every file in them, recursively), globs, or hf://<name>.
+    Returns (path, name) pairs; a name (the stem of document ids) is the path relative to the folder given,
+    or the file's own name, so ids do not depend on where the data sits. With `read_format` auto, each file's
+    reader is chosen by extension and content (data.readers.sniff): a file none fits (empty, unknown, corrupt)
+    is named on stderr and stays in the list, for the read step to count by name in the report; an input
+    where no file fits at all is an error."""
+    from data.readers import sniff
+
     found: list[tuple[Path | str, str]] = []
     for item in [s.strip() for s in spec.split(",") if s.strip()]:
         p = Path(item)
@@ -99,9 +90,9 @@ def expand_inputs(spec: str) -> list[tuple[Path | str, str]]:
             if any((p / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
                 found.append((p.absolute(), p.name))  # a Hugging Face dataset saved with save_to_disk
                 continue
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(INPUT_SUFFIXES))
+            files = sorted(f for f in p.rglob("*") if f.is_file())
             if not files:
-                raise FileNotFoundError(f"input folder {p} holds no file with a known suffix {INPUT_SUFFIXES}")
+                raise FileNotFoundError(f"input folder {p} holds no file")
             found.extend((f.absolute(), str(f.relative_to(p))) for f in files)
         elif p.exists():
             found.append((p.absolute(), p.name))
@@ -109,6 +100,13 @@ def expand_inputs(spec: str) -> list[tuple[Path | str, str]]:
             raise FileNotFoundError(f"input {item} does not exist")
     if not found:
         raise FileNotFoundError(f"input '{spec}' names no file")
+    if read_format == "auto":
+        skipped = [(name, why) for path, name in found for fmt, why in [sniff(str(path))] if not fmt]
+        for name, why in skipped:
+            print(f"input: skipping {name}: {why}", file=sys.stderr)
+        if len(skipped) == len(found):
+            listed = "; ".join(f"{name}: {why}" for name, why in skipped[:10])
+            raise FileNotFoundError(f"input '{spec}' holds no file a reader fits ({listed})")
     return found
 
 
@@ -247,6 +245,9 @@ def _call(fn: Callable, args: tuple) -> None:
     try:
         fn(*args)
     except Exception as e:
+        if isinstance(e, OSError) and e.errno:  # a full or read-only disk: what and where is the whole story
+            where = e.filename or args[0].output
+            raise OSError(e.errno, f"{fn.__name__}{args[1:]} failed: {e.strerror}", str(where)) from None
         raise RuntimeError(
             f"{fn.__name__}{args[1:]} failed: {type(e).__name__}: {e}\n{traceback.format_exc()}"
         ) from None
@@ -255,14 +256,33 @@ def _call(fn: Callable, args: tuple) -> None:
 # ---------------------------------------------------------------- executors (in the driver)
 
 
-def make_pool(env: Env) -> ProcessPoolExecutor | None:
-    """The local worker processes, started once per run (spawned: safe with the threads of polars/pyarrow)."""
-    cfg = env.cfg
+def check_executor(cfg: Any) -> None:
     if cfg.executor not in ("inline", "local", "slurm"):
         raise ValueError(f"executor must be inline, local or slurm, got '{cfg.executor}'")
+
+
+def make_pool(env: Env) -> ProcessPoolExecutor | None:
+    """The local worker processes, started once per run (spawned: safe with the threads of polars/pyarrow).
+    Each dies with the driver, so a killed run leaves no idle worker, nor the resource tracker they keep open."""
+    cfg = env.cfg
+    check_executor(cfg)
     if cfg.executor == "local" and cfg.workers > 1:
-        return ProcessPoolExecutor(max_workers=cfg.workers, mp_context=get_context("spawn"))
+        spawn = get_context("spawn")
+        return ProcessPoolExecutor(cfg.workers, spawn, initializer=die_with_parent, initargs=(os.getpid(),))
     return None
+
+
+def die_with_parent(parent: int) -> None:
+    """In a worker process, first thing: have the kernel SIGKILL it when its parent dies, even by kill -9
+    (Linux's parent-death signal)."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 def execute(env: Env, fn: Callable, arglist: list[tuple], desc: str, pool: ProcessPoolExecutor | None) -> None:
@@ -393,6 +413,7 @@ def collect_results(env: Env, steps: list[Step], segs: list[Segment], shards: li
 
 def prepare_output(env: Env, identity: dict, overwrite: bool) -> None:
     """Create the output folder, or check that an existing one was started with the same arguments."""
+    check_executor(env.cfg)  # a bad value must not leave an output folder behind
     run_file = env.output / "run.json"
     if run_file.exists():
         old = json.loads(run_file.read_text())

@@ -31,7 +31,7 @@ from pathlib import Path
 from omegaconf import MISSING
 
 from data import synthetic_text as st
-from data.textnorm import hash_str, ngram_hashes, normalize
+from data.textnorm import hash_str, ngram_hashes, normalize, word_units
 from tools import assets, atomic
 from tools.paths import user_path
 
@@ -145,6 +145,53 @@ def load_sources(rng: random.Random) -> dict:
     return {"c4": c4, "essays": essays, "gsm": gsm, "math": math, "udhr": udhr}
 
 
+C4_HELD = 250  # the last C4 records (after the shuffle) hold the labelled sets' general text, never the corpus's
+
+
+def c4_records(records: list[dict], n_clean: int, n_spare: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """`n_clean` records for clean pages, then at least `n_spare` others. The sample's own records while they last
+    (scale up to about 1.6); beyond them, new records made of paragraphs of many records (mixed_records)."""
+    if n_clean + n_spare <= len(records):
+        return records[:n_clean], records[n_clean:]
+    mixed = mixed_records(records, n_clean + n_spare - len(records), random.Random(seed + 3))
+    return (records + mixed)[:n_clean], (records + mixed)[n_clean:]
+
+
+def mixed_records(records: list[dict], n: int, rng: random.Random, max_share: float = 0.15) -> list[dict]:
+    """`n` new C4-like records for a corpus larger than the sample: paragraphs (15-150 words) dealt from a shuffled
+    deck of all the sample's paragraphs (reshuffled when it runs out), each from a different sample record, until
+    the record has 300 words and no paragraph holds more than `max_share` of them. So a new record shares at most
+    one paragraph with an original (word 5-gram Jaccard <= max_share), and rarely two with another new one
+    (<= 2 * max_share): MinHash (14 x 8) takes such a pair for a duplicate with probability 14 * J^8, under 1e-3.
+    They are clean, distinct pages, as at scale 1. Their own random stream: the corpus up to the sample's size
+    is unchanged."""
+    paras = [
+        (i, ln.strip()) for i, r in enumerate(records) for ln in r["text"].split("\n") if 15 <= len(ln.split()) <= 150
+    ]
+    deck: list[tuple[int, str]] = []
+    out = []
+    for _ in range(n):
+        chosen: list[str] = []
+        sources: set[int] = set()
+        aside: list[tuple[int, str]] = []  # paragraphs of records already used here: back to the deck after
+        words = longest = 0
+        while words < 300 or longest > max_share * words:
+            if not deck:
+                deck = list(paras)
+                rng.shuffle(deck)
+            src, p = deck.pop()
+            if src in sources:
+                aside.append((src, p))
+                continue
+            sources.add(src)
+            chosen.append(p)
+            words += len(p.split())
+            longest = max(longest, len(p.split()))
+        deck += aside
+        out.append({"text": "\n".join([" ".join(chosen[0].split()[:6])] + chosen)})
+    return out
+
+
 def c4_blocks(rec: dict) -> tuple[str, list[tuple[str, str]]]:
     lines = [ln.strip() for ln in rec["text"].split("\n") if ln.strip()]
     if len(lines) == 1:
@@ -156,8 +203,10 @@ def build(cfg: SyntheticConfig) -> tuple[list[Doc], dict[str, list[dict]]]:
     b = Builder(cfg)
     rng = b.rng
     src = load_sources(rng)
-    c4, held_c4 = src["c4"][: b.n(450)], src["c4"][-250:]
-    spare = iter(c4_blocks(r) for r in src["c4"][b.n(450) : -250])  # pages for defects that must not be dups
+    held_c4 = src["c4"][-C4_HELD:]
+    # C4 pages: clean ones, then spare ones for defects that must not be duplicates (partial overlaps, dirty words)
+    c4, spare_c4 = c4_records(src["c4"][:-C4_HELD], b.n(450), b.n(8) + b.n(10), cfg.seed)
+    spare = iter(c4_blocks(r) for r in spare_c4)
     clean_general = []
     for rec in c4:
         title, blocks = c4_blocks(rec)
@@ -191,19 +240,22 @@ def build(cfg: SyntheticConfig) -> tuple[list[Doc], dict[str, list[dict]]]:
     for _ in range(b.n(160)):
         b.add("clean", "code", *st.code_page(rng))
     charsets = {"de": "windows-1252", "fr": "windows-1252", "es": "windows-1252", "ru": "windows-1251"}
+    multilingual = []
     for lang, paras in sorted(src["udhr"].items()):
         if lang == "en":
             continue
         for j in range(0, min(len(paras), b.n(100)), 10):
             cs = charsets.get(lang, "utf-8")
-            b.add(
-                "clean",
-                "multilingual",
-                paras[0][:60],
-                [("p", p) for p in paras[j : j + 10]],
-                lang=lang.split("-")[0],
-                charset=cs,
-                content_type=f"text/html; charset={cs}",
+            multilingual.append(
+                b.add(
+                    "clean",
+                    "multilingual",
+                    paras[0][:60],
+                    [("p", p) for p in paras[j : j + 10]],
+                    lang=lang.split("-")[0],
+                    charset=cs,
+                    content_type=f"text/html; charset={cs}",
+                )
             )
     # Passkey documents for long-context training: distinct haystack regions, the needle inside a paragraph.
     pos = 0
@@ -338,13 +390,57 @@ def build(cfg: SyntheticConfig) -> tuple[list[Doc], dict[str, list[dict]]]:
         png = b"\x89PNG\r\n\x1a\n" + bytes(rng.randrange(256) for _ in range(600))
         b.add("binary", "general", "", [], expect="dropped", steps=["extract"], raw=png, content_type="image/png")
         b.add("binary", "general", "", [], expect="dropped", steps=["extract"], raw=png, content_type="text/html")
+    cjk_near_duplicates(b, multilingual)
     labelled = labelled_sets(cfg, held_c4, held_gsm, held_math)
     rng.shuffle(b.docs)
     return b.docs, labelled
 
 
-def jaccard(a: str, b: str, n: int = 5) -> float:
-    sa, sb = set(ngram_hashes(normalize(a).split(), n).tolist()), set(ngram_hashes(normalize(b).split(), n).tolist())
+def cjk_near_duplicates(b: Builder, multilingual: list[Doc]) -> None:
+    """Near duplicates of Chinese, Japanese, Korean and Thai pages (character 5-gram Jaccard >= 0.85 with the
+    original, recorded): MinHash must shingle unspaced scripts by character, since whitespace 5-grams of a
+    Chinese page are whole sentences and a few edited characters hide the copy. Drawn from their own random
+    stream, so the rest of the corpus does not change with them."""
+    rng = random.Random(b.cfg.seed + 2)
+    for lang in ("zh", "ja", "ko", "th"):
+        pages = [d for d in multilingual if d.lang == lang and d.kind == "clean"]
+        for g, orig in enumerate(rng.sample(pages, min(len(pages), b.n(2)))):
+            orig.kind, orig.expect, orig.steps = "near_original", "one_of_group", DEDUP_STEPS
+            orig.group = f"near-{lang}{g}"
+            base = orig.text()
+            for _ in range(rng.randint(1, 2)):
+                edits = max(1, len(base) // 150)
+                while True:  # fewer edits if the copy drifts under 0.85
+                    blocks = list(orig.blocks)
+                    for _ in range(edits):
+                        k = rng.randrange(len(blocks))
+                        blocks[k] = (blocks[k][0], st.edit_chars(rng, blocks[k][1], 1))
+                    text = "\n".join([orig.title] + [t for _, t in blocks])
+                    if edits == 1 or jaccard(base, text, lang=lang) >= 0.85:
+                        break
+                    edits -= 1
+                url = ""
+                while not url or url in b.urls:
+                    url = f"https://{st.site(rng)}/{rng.choice(st.NOUNS)}/{rng.randint(1, 10**6)}"
+                b.urls.add(url)
+                d = b.add(
+                    "near_dup",
+                    "multilingual",
+                    orig.title,
+                    blocks,
+                    lang=lang,
+                    expect="one_of_group",
+                    steps=DEDUP_STEPS,
+                    group=orig.group,
+                    url=url,
+                    date=f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T00:00:00Z",
+                )
+                d.planted["jaccard"] = round(jaccard(base, d.text(), lang=lang), 3)
+
+
+def jaccard(a: str, b: str, n: int = 5, lang: str = "") -> float:
+    """Jaccard similarity of the word n-gram shingle sets, as MinHash shingles them (the language's word units)."""
+    sa, sb = (set(ngram_hashes(word_units(normalize(t), lang), n).tolist()) for t in (a, b))
     return len(sa & sb) / max(len(sa | sb), 1)
 
 

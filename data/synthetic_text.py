@@ -418,6 +418,23 @@ def edit_words(rng: random.Random, text: str, edits: int) -> str:
     return " ".join(toks)
 
 
+def edit_chars(rng: random.Random, text: str, edits: int) -> str:
+    """Near-duplicate of text written without spaces: `edits` random character substitutions, insertions or
+    deletions, with characters drawn from the text itself (so its language stays what it was)."""
+    chars = list(text)
+    pool = [c for c in text if not c.isspace()]
+    for _ in range(edits):
+        i = rng.randrange(len(chars))
+        op = rng.randrange(3)
+        if op == 0:
+            chars[i] = rng.choice(pool)
+        elif op == 1:
+            chars.insert(i, rng.choice(pool))
+        elif len(chars) > 10:
+            del chars[i]
+    return "".join(chars)
+
+
 def reflow(text: str, sentences_per_paragraph: int = 5) -> list[str]:
     """Split running prose into paragraphs of a few sentences (the essay files lost their blank lines)."""
     text = re.sub(r"(?<=[a-z.?!\"])(?=[A-Z][a-z])", " ", " ".join(text.split()))

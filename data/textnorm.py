@@ -1,15 +1,27 @@
-"""Text normalisation and fast vectorised hashing shared by the dedup, heuristic and classifier steps.
+"""Text normalisation, word units, and fast vectorised hashing shared by the dedup, heuristic and classifier steps.
 
 Hashing whole words or word n-grams one Python call at a time is what makes pure-Python pipelines slow.
 Here a text is encoded once to UTF-8 bytes and every span's hash comes out of one numpy pass: a polynomial
 hash over bytes, made position-independent with prefix sums of c_k * B^-k (B is odd, so it has an inverse
 mod 2^64), then scrambled with the splitmix64 finaliser. Hashes are deterministic across processes and
 machines (Python's own `hash()` of a str is not).
+
+Word units (`split_units`): whitespace words, except in scripts written without spaces between words (Chinese,
+Japanese, Thai, Lao, Khmer, Burmese, Tibetan), where a whitespace "word" is a whole phrase or sentence and
+n-gram statistics and shingles over it mean nothing. There each character is a unit, with the combining marks
+that belong to it (for Thai and Lao also the vowels written after it, and a vowel written before it goes with
+the next letter: Thai character clusters) and the punctuation around it. datatrove uses per-language word
+segmenters (jieba, SudachiPy, PyThaiNLP) here; character units need no dependency and are the usual unit of
+CJK near-duplicate shingles. Korean writes spaces between words, so its units are whitespace words. The language
+(from language ID) picks the rule: languages written with spaces always get whitespace words, the unspaced ones
+and unknown ("") get character units wherever their characters occur.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from functools import cache
 
 import numpy as np
 import xxhash
@@ -107,20 +119,91 @@ def combine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return mix64(a * np.uint64(0x9E3779B97F4A7C15) + b)
 
 
+# lid.176 codes of languages written without spaces between words.
+CHAR_UNIT_LANGS = frozenset(["zh", "ja", "th", "lo", "km", "my", "bo", "yue", "wuu"])
+_HAN_KANA = "\u3005-\u3007\u3021-\u3029\u3031-\u3035\u3038-\u303c\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
+_HAN_KANA += "\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f"
+_LEAD_VOWELS = [*range(0x0E40, 0x0E45), *range(0x0EC0, 0x0EC5)]  # Thai and Lao vowels written before a consonant
+_FOLLOW_VOWELS = [0x0E30, 0x0E32, 0x0E33, 0x0E45, 0x0EB0, 0x0EB2, 0x0EB3]  # ... and after it, as letters, not marks
+_BLOCKS = [(0x0E00, 0x0EFF), (0x0F00, 0x0FFF), (0x1000, 0x109F), (0x1780, 0x17FF)]  # Thai+Lao, Tibetan, Burmese, Khmer
+
+
+def _class(chars) -> str:
+    """A regex character class body for a sorted iterable of code points (as ranges)."""
+    out, run = [], []
+    for c in chars:
+        if run and c == run[-1] + 1:
+            run.append(c)
+            continue
+        if run:
+            out.append(re.escape(chr(run[0])) + ("-" + re.escape(chr(run[-1])) if len(run) > 1 else ""))
+        run = [c]
+    if run:
+        out.append(re.escape(chr(run[0])) + ("-" + re.escape(chr(run[-1])) if len(run) > 1 else ""))
+    return "".join(out)
+
+
+@cache
+def _patterns() -> tuple[re.Pattern, re.Pattern, re.Pattern]:
+    """(any unspaced-script letter, one word unit, a dedup non-word run); built on first use from the Unicode
+    categories of the Basic Multilingual Plane."""
+    cat = [unicodedata.category(chr(i)) for i in range(0x10000)]
+    marks = _class(i for i in range(0x10000) if cat[i][0] == "M")
+    opening = _class(i for i in range(0x10000) if cat[i] in ("Ps", "Pi"))
+    closing = _class(i for i in range(0x10000) if cat[i] in ("Pe", "Pf", "Po"))
+    vowels = set(_LEAD_VOWELS + _FOLLOW_VOWELS)
+    base = _HAN_KANA + _class(i for a, b in _BLOCKS for i in range(a, b + 1) if cat[i][0] in "LN" and i not in vowels)
+    lead, follow = _class(_LEAD_VOWELS), _class(_FOLLOW_VOWELS)
+    letter = re.compile(f"[{base}]")
+    unit = re.compile(f"[{opening}]*[{lead}]*[{base}][{marks}{follow}]*[{closing}]*|[^\\s{base}{lead}]+")
+    non_word = re.compile(f"[^\\w\\s{marks}]+")  # punctuation and symbols; combining marks are part of words
+    return letter, unit, non_word
+
+
+def split_units(text: str, lang: str = "") -> tuple[list[str], np.ndarray | None]:
+    """The word units of `text` (module docstring) and, per unit, whether it is written joined to the one
+    before it (no space between); None when the units are exactly `text.split()`."""
+    if text.isascii() or (lang and lang not in CHAR_UNIT_LANGS):
+        return text.split(), None
+    letter, unit, _ = _patterns()
+    if letter.search(text) is None:
+        return text.split(), None
+    units: list[str] = []
+    joined: list[bool] = []
+    for tok in text.split():
+        parts = unit.findall(tok) if letter.search(tok) else [tok]
+        units += parts
+        joined += [False] + [True] * (len(parts) - 1)
+    return units, np.array(joined, bool)
+
+
+def word_units(text: str, lang: str = "") -> list[str]:
+    return split_units(text, lang)[0]
+
+
+# Units per word where units are characters, for statistics defined over word n-grams (Gopher's): an n-word
+# n-gram is about round(n * this) units. Typical word lengths: Chinese about 1.5 characters, Japanese about 2,
+# Thai about 4 characters, 2.5 character clusters; others written without spaces are given 2.
+UNITS_PER_WORD = {"zh": 1.5, "yue": 1.5, "wuu": 1.5, "ja": 2.0, "th": 2.5, "lo": 2.5}
+
+
+def units_per_word(lang: str) -> float:
+    return UNITS_PER_WORD.get(lang, 2.0) if lang in CHAR_UNIT_LANGS else 1.0
+
+
 _ASCII_TABLE = bytes(ord("0") if chr(i).isdigit() else i for i in range(256))
 _ASCII_DELETE = bytes(i for i in range(128) if not (chr(i).isalnum() or chr(i).isspace() or chr(i) == "_"))
-_NON_WORD = re.compile(r"[^\w\s]+")
 _DIGITS = re.compile(r"\d")
 
 
 def normalize(text: str) -> str:
     """Dedup normalisation (FineWeb / ccNet): lowercase, digits -> 0, punctuation (and symbols: everything
-    that is neither a word character nor whitespace) removed. Line breaks are kept, so it also serves line
-    dedup; whitespace runs are left for the caller's split()."""
+    that is neither a word character, a combining mark nor whitespace) removed. Line breaks are kept, so it
+    also serves line dedup; whitespace runs are left for the caller's split() or split_units()."""
     text = text.lower()
     if text.isascii():  # fast path: one bytes.translate
         return text.encode("ascii").translate(_ASCII_TABLE, _ASCII_DELETE).decode("ascii")
-    return _DIGITS.sub("0", _NON_WORD.sub("", text))
+    return _DIGITS.sub("0", _patterns()[2].sub("", text))
 
 
 def hash_str(s: str, seed: int = 0) -> int:

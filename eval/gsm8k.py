@@ -7,6 +7,11 @@ cut at "Q:". Two extractions:
 - flexible: the last number in the output, `(-?[$0-9.,]{2,})|(-?[0-9]+)`.
 Both are compared with the gold number by exact match after lower-casing and deleting ",", "$", a leading
 "... #### " and one trailing "." (the harness's `regexes_to_ignore`).
+
+A model's output is untrusted input: extraction and clean-up are linear in its length. The harness's
+`(?s).*#### ` retries its greedy `.*` from every position (quadratic on a long run of digits), so the same
+deletion is done with one rfind; the flexible regex tries two alternatives at every character (about a second
+for 5 MB), so its last match is found from the end instead (`extract_flexible`).
 """
 
 from __future__ import annotations
@@ -73,7 +78,10 @@ STOP_STRINGS = ("Q:",)  # generation is cut where the model starts the next ques
 INVALID = "[invalid]"
 STRICT_RE = re.compile(r"The answer is (\-?[0-9\.\,]+).")
 FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
-_IGNORE = [re.compile(p) for p in (r",", r"\$", r"(?s).*#### ", r"\.$")]
+# Where FLEXIBLE_RE can match: a digit, or two of [$0-9.,] in a row (the same read backwards; charset first: fast).
+_HIT = re.compile(r"[$.,0-9](?:(?<=[0-9])|[$.,0-9])")
+_SEGMENT = re.compile(r"[$0-9.,]*")
+_MARK = "#### "  # the harness deletes everything up to and including the last one: `(?s).*#### `
 _CALCULATOR = re.compile(r"<<[^>]*>>")
 
 
@@ -112,16 +120,25 @@ def extract_strict(output: str) -> str:
 
 
 def extract_flexible(output: str) -> str:
-    matches = FLEXIBLE_RE.findall(output)
-    if not matches:
+    """The harness's last match of FLEXIBLE_RE, found from the end in one pass.
+
+    Its matches are whole segments of [$0-9.,] (alternative 1 is greedy and alternative 2 only takes a single
+    digit), each with the "-" just before it: every segment of two or more characters, or of one digit, is
+    matched. So the last match is the last such segment: the first _HIT in the reversed text lies in it."""
+    n, rev = len(output), output[::-1]
+    hit = _HIT.search(rev)
+    if hit is None:
         return INVALID
-    # findall gives (group1, group2) tuples; the harness takes the first non-empty group of the last match.
-    return next(g for g in matches[-1] if g).strip()
+    lo = n - _SEGMENT.match(rev, hit.start()).end()
+    hi = _SEGMENT.match(output, n - 1 - hit.start()).end()
+    return ("-" if output[lo - 1 : lo] == "-" else "") + output[lo:hi]
 
 
 def _clean(s: str) -> str:
-    for pattern in _IGNORE:
-        s = pattern.sub("", s)
+    """The harness's `regexes_to_ignore` in its order: ",", "$", "(?s).*#### ", "\\.$"; then lower-case."""
+    s = s.replace(",", "").replace("$", "")
+    s = s[s.rfind(_MARK) + len(_MARK) :] if _MARK in s else s
+    s = re.sub(r"\.$", "", s)  # `$` also matches before a final newline, as in the harness
     return s.lower().strip()
 
 

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from eval.dataset import DatasetConfig, DatasetError, load_rows
 
 # The vendored copies (third_party/data) of each subset, by split.
@@ -64,7 +66,8 @@ EXEMPLARS: list[tuple[str, str]] = [
 STOP_STRINGS = ("Problem:",)
 INVALID = "[invalidanswer]"
 _END = "I hope it is correct."
-_FINAL_RE = re.compile(r"Final Answer: The final answer is(.*?). I hope it is correct.")
+_FINAL = "Final Answer: The final answer is"
+_HOPE = " I hope it is correct"
 
 # Appendix D's tables.
 SUBSTITUTIONS = [
@@ -89,6 +92,7 @@ REMOVED_EXPRESSIONS = [
 _COMMAND = re.compile(r"(\\[a-zA-Z]+)")
 _ARTICLE = re.compile(r"(?<![A-Za-z\\])an? ")
 _THOUSANDS = re.compile(r"-?\d{1,3}(,\d{3})+(\.\d+)?")
+_CHUNK = 1 << 16  # characters per numpy pass of the brace matcher
 
 
 @dataclass(frozen=True)
@@ -127,34 +131,65 @@ def prompt(problem: str, n_shot: int = 4) -> str:
     return "\n\n".join([*shots, f"Problem:\n{problem}\n\nSolution:"])
 
 
+def _closing_brace(text: str, start: int) -> int:
+    """Index of the "}" that closes the "{" at `start`, -1 if none: the first zero of the running brace depth,
+    computed with numpy chunk by chunk (linear at C speed however the braces nest; a Python loop over 5 MB of
+    braces takes seconds)."""
+    depth = 0
+    for lo in range(start, len(text), _CHUNK):
+        codes = np.frombuffer(text[lo : lo + _CHUNK].encode("utf-32-le"), dtype=np.uint32)
+        running = depth + np.cumsum((codes == ord("{")).astype(np.int64) - (codes == ord("}")))
+        zeros = np.flatnonzero(running == 0)
+        if zeros.size:
+            return lo + int(zeros[0])
+        depth = int(running[-1])
+    return -1
+
+
 def last_boxed(text: str) -> str | None:
-    """The content of the last \\boxed{...} (or \\fbox{...}, or "\\boxed x"), braces matched; None if absent."""
+    """The content of the last \\boxed{...} (or \\fbox{...}, or "\\boxed x"), braces matched; None if absent.
+    Linear in the length of the text."""
     idx = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
     if idx < 0:
         return None
-    rest = text[idx:]
-    head = "\\boxed" if rest.startswith("\\boxed") else "\\fbox"
-    after = rest[len(head) :]
-    if after.startswith(" "):  # "\boxed 5$": up to the end of the math span
-        return after[1:].split("$")[0].strip()
-    if not after.startswith("{"):
+    start = idx + (len("\\boxed") if text.startswith("\\boxed", idx) else len("\\fbox"))
+    if text.startswith(" ", start):  # "\boxed 5$": up to the end of the math span
+        return text[start + 1 :].partition("$")[0].strip()
+    if not text.startswith("{", start):
         return None
-    depth = 0
-    for i, ch in enumerate(after):
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return after[1:i]
-    return None  # unbalanced
+    end = _closing_brace(text, start)
+    return text[start + 1 : end] if end >= 0 else None  # None: unbalanced
+
+
+def final_answer(output: str) -> str | None:
+    """X of the first "Final Answer: The final answer is X. I hope it is correct." (None if absent).
+
+    The same match as Minerva's regex `Final Answer: The final answer is(.*?). I hope it is correct.` on
+    `output + " I hope it is correct."` (the appended end lets a sentence cut off by the token limit match), found
+    in one pass: the regex retries its lazy group from every "Final Answer" to the end of its line, quadratic in
+    the length of a line that repeats the phrase. Its `.` never matches a newline, so a match lies within one line,
+    and only the first "Final Answer" of a line can match (any later one would end at the same place or fail).
+    """
+    text = output + " " + _END
+    pos = 0
+    while (p := text.find(_FINAL, pos)) >= 0:
+        i = p + len(_FINAL)
+        eol = text.find("\n", i)
+        eol = len(text) if eol < 0 else eol
+        # The lazy group then one character, then " I hope it is correct", then one more character, all before eol.
+        j = text.find(_HOPE, i + 1, eol - 1)
+        if j >= 0:
+            return text[i : j - 1]
+        pos = eol
+    return None
 
 
 def extract_answer(output: str) -> str:
-    """Minerva's "Final Answer: The final answer is X. I hope it is correct." X, else the last \\boxed{}."""
-    m = _FINAL_RE.search(output + " " + _END)  # the appended end lets a sentence cut off by the token limit match
-    if m:
-        return m.group(1).strip()
+    """Minerva's "Final Answer: The final answer is X. I hope it is correct." X, else the last \\boxed{}.
+    Linear in the length of the output (a model's output is untrusted input)."""
+    final = final_answer(output)
+    if final is not None:
+        return final.strip()
     boxed = last_boxed(output)
     return boxed.strip() if boxed is not None else INVALID
 

@@ -1,7 +1,8 @@
 """Planning an isoFLOP sweep: for each compute budget, a handful of small Llama 3 shapes and their token counts.
 
-Compute per training token is 6 x (parameters that do matmuls: all but the input embedding) plus attention
-scores, 6 x n_layers x seq_len x dim (QK^T and AV, forward and backward, halved for the causal mask). A budget C
+Compute per training token is model/accounting.py's (the units MFU uses): 6 x the parameters that do matmuls
+(all but the input embedding) plus attention scores, 12 x n_layers x seq_len x dim (QK^T and AV, forward and
+backward, PaLM's convention without a causal discount). A budget C
 gives each model D = C / flops_per_token tokens. The models of a budget are consecutive members of a width/depth
 family, centred on the one whose D/N is closest to `tokens_per_param` (Chinchilla's ~20), so the sweep brackets the
 optimum on both sides and the isoFLOP parabola has its vertex inside.
@@ -17,6 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from model import accounting
 from model.llama import ModelArgs
 
 FAMILY_DIMS = (
@@ -68,20 +70,6 @@ def family_member(dim: int, vocab_size: int, seq_len: int) -> ModelArgs:
     )
 
 
-def count_params(args: ModelArgs) -> int:
-    """Parameters of a Transformer with these args, counted from the shapes (equals model.llama.num_params
-    without building the model): embedding and untied head V x dim, per layer wq/wo dim x dim, wk/wv
-    dim x kv_heads*head_dim, three SwiGLU matrices dim x ffn_hidden, two norms; the final norm."""
-    d, kv = args.dim, args.kv_heads * args.head_dim
-    per_layer = 2 * d * d + 2 * d * kv + 3 * d * args.ffn_hidden + 2 * d
-    return 2 * args.vocab_size * d + args.n_layers * per_layer + d
-
-
-def flops_per_token(args: ModelArgs, seq_len: int) -> float:
-    matmul_params = count_params(args) - args.vocab_size * args.dim  # the input embedding is a lookup
-    return 6.0 * matmul_params + 6.0 * args.n_layers * seq_len * args.dim
-
-
 @dataclass(frozen=True)
 class PlannedRun:
     name: str
@@ -112,8 +100,8 @@ def plan_isoflop(
     """Runs for every budget (FLOPs): `models_per_budget` shapes bracketing the expected optimum, each trained for
     the whole number of steps of `batch_tokens` that spends the budget (rounded to the nearest step)."""
     family = [family_member(d, vocab_size, seq_len) for d in dims]
-    fpt = [flops_per_token(a, seq_len) for a in family]
-    params = [count_params(a) for a in family]
+    fpt = [accounting.flops_per_token(a, seq_len) for a in family]
+    params = [accounting.param_count(a) for a in family]
     runs = []
     for budget in budgets:
         # Members that get at least min_steps steps of training.

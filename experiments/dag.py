@@ -12,16 +12,22 @@ writes COMPLETE.json there and renames the directory to stages/<name> in one ste
 looks complete is complete. A killed run loses at most the stage in flight; rerunning the same run id
 skips completed stages and calls the interrupted stage again with its old workdir, where the stage
 finds whatever it checkpointed.
+
+Paths into the .partial directory that a stage returns, or writes into its JSON files (summary.json, ...,
+at most two levels down), are moved to stages/<name> on publication, so published records point at files
+that exist. One launcher at a time holds a run directory (`run_lock`, .run.lock names the holder).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +67,10 @@ class StageContext:
 
 class DagError(ValueError):
     """The stage graph itself is wrong (duplicate names, unknown inputs, a cycle)."""
+
+
+class RunInUse(RuntimeError):
+    """Another launcher holds the run directory."""
 
 
 class StageFailed(RuntimeError):
@@ -132,31 +142,76 @@ class RunResult:
     skipped: list[str] = field(default_factory=list)
 
 
-def run(stages: list[Stage], run_dir: Path, config: Any, executor: Any, log=print) -> RunResult:
-    """Execute the stages in order, skipping completed ones. `executor` is an executors.StageExecutor."""
-    run_dir = Path(run_dir)
-    (run_dir / "stages").mkdir(parents=True, exist_ok=True)
-    result = RunResult()
-    ordered = order(stages)
-    with open(run_dir / ".run.lock", "w") as lock:
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory (created if need be) for this launcher; while another holds it, RunInUse. Take it
+    before writing anything into the run directory (config, provenance)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".run.lock", "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"run directory {run_dir} is in use by another launcher") from None
-        for i, stage in enumerate(ordered, 1):
-            head = f"[{i}/{len(ordered)}] {stage.name}"
-            if completed(run_dir, stage.name):
-                log(f"{head}: already complete, skipped")
-                _event(run_dir, stage.name, "skip")
-                result.skipped.append(stage.name)
-            else:
-                _run_one(stage, run_dir, config, executor, lambda msg, h=head: log(f"{h}: {msg}"))
-                result.ran.append(stage.name)
+            lock.seek(0)
+            holder = lock.read().strip() or "another launcher"
+            raise RunInUse(f"run directory {run_dir} is in use by {holder}; wait for it to end") from None
+        lock.truncate(0)
+        lock.write(f"the launcher with pid {os.getpid()} on {socket.gethostname()}\n")
+        lock.flush()
+        yield
+
+
+def run(stages: list[Stage], run_dir: Path, config: Any, executor: Any, log=print, locked: bool = False) -> RunResult:
+    """Execute the stages in order, skipping completed ones. `executor` is an executors.StageExecutor; `locked`:
+    the caller holds run_lock(run_dir) already."""
+    run_dir = Path(run_dir)
+    if not locked:
+        with run_lock(run_dir):
+            return run(stages, run_dir, config, executor, log, locked=True)
+    (run_dir / "stages").mkdir(parents=True, exist_ok=True)
+    result = RunResult()
+    ordered = order(stages)
+    for i, stage in enumerate(ordered, 1):
+        head = f"[{i}/{len(ordered)}] {stage.name}"
+        if completed(run_dir, stage.name):
+            log(f"{head}: already complete, skipped")
+            _relocate_records(run_dir / "stages" / stage.name, _partial(run_dir, stage))  # if killed while moving
+            _event(run_dir, stage.name, "skip")
+            result.skipped.append(stage.name)
+        else:
+            _run_one(stage, run_dir, config, executor, lambda msg, h=head: log(f"{h}: {msg}"))
+            result.ran.append(stage.name)
     return result
 
 
+def _partial(run_dir: Path, stage: Stage) -> Path:
+    return run_dir / "stages" / f"{stage.name}.partial"
+
+
+def _moved(value: Any, old: str, new: str) -> Any:
+    """`value` (JSON data) with every string that is `old` or a path under it moved to `new`."""
+    if isinstance(value, str):
+        return new + value[len(old) :] if value == old or value.startswith(old + "/") else value
+    if isinstance(value, dict):
+        return {k: _moved(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_moved(v, old, new) for v in value]
+    return value
+
+
+def _relocate_records(final: Path, partial: Path) -> None:
+    """Rewrite the published stage's JSON files (two levels down) that still name paths in its .partial dir."""
+    for path in [*final.glob("*.json"), *final.glob("*/*.json")]:
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue  # not JSON data of ours
+        moved = _moved(data, str(partial), str(final))
+        if moved != data:
+            atomic.write_json(path, moved)
+
+
 def _run_one(stage: Stage, run_dir: Path, config: Any, executor: Any, log) -> None:
-    workdir = run_dir / "stages" / f"{stage.name}.partial"
+    workdir = _partial(run_dir, stage)
     attempt = _next_attempt(workdir)
     ctx = StageContext(
         name=stage.name,
@@ -175,11 +230,13 @@ def _run_one(stage: Stage, run_dir: Path, config: Any, executor: Any, log) -> No
         _event(run_dir, stage.name, "fail", cause=e.cause, log=e.log)
         raise
     seconds = time.time() - start
+    final = run_dir / "stages" / stage.name
+    value = _moved(json.loads(json.dumps(value, default=str)), str(workdir), str(final))  # as COMPLETE.json holds it
     summary = {"stage": stage.name, "seconds": seconds, "attempts": attempt, "finished": time.time(), "result": value}
     atomic.write_json(workdir / COMPLETE, summary)
     (workdir / ".job.lock").unlink(missing_ok=True)
-    final = run_dir / "stages" / stage.name
     atomic.publish_directory(workdir, final)
+    _relocate_records(final, workdir)
     _event(run_dir, stage.name, "done", seconds=seconds)
     log(f"done in {seconds:.1f}s -> {final}")
 

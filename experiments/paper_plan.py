@@ -76,7 +76,7 @@ def array_tasks(cfg: PaperConfig) -> int | None:
 
 def plan(cfg: PaperConfig) -> dict:
     """The plan as data (JSON-able apart from `rows[*]["planner"]`, the planner's full result)."""
-    from training.plan import num_params_fast
+    from model.accounting import param_count
 
     recipe = recipe_of(cfg)
     jobs = {s: slurm_plan.stage_job(cfg, s) for s in STAGES}
@@ -87,7 +87,7 @@ def plan(cfg: PaperConfig) -> dict:
         if jobs[s].gpus != gpus:
             raise ValueError(f"stage_slurm.{s} gives {jobs[s].gpus} GPUs and pretrain {gpus}; the plan needs one size")
     rows = phase_rows(recipe, gpus, cfg.mfu)
-    params = num_params_fast(model_args(recipe))
+    params = param_count(model_args(recipe))
     tokens = sum(r["tokens"] for r in rows)
     fits, weights_gb = eval_fits(cfg)
     return {

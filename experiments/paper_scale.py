@@ -239,9 +239,9 @@ def model_args(recipe):
 
 def eval_fits(cfg: PaperConfig) -> tuple[bool, float]:
     """Whether the model's bf16 weights fit the eval GPU (eval.harness runs one device), and their size in GB."""
-    from training.plan import num_params_fast
+    from model.accounting import param_count
 
-    gb = 2 * num_params_fast(model_args(recipe_of(cfg))) / 1e9
+    gb = 2 * param_count(model_args(recipe_of(cfg))) / 1e9
     return gb <= cfg.eval.gpu_memory_gb * 0.9, gb
 
 

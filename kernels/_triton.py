@@ -16,17 +16,26 @@ import triton.language as tl
 INTERPRET = tl.constexpr(bool(triton.knobs.runtime.interpret))
 
 
-def check_device(*tensors: torch.Tensor | None) -> None:
-    """Fail clearly where a compiled kernel would be launched on CPU tensors (or tensors are on mixed devices)."""
-    devices = {t.device for t in tensors if t is not None}
-    if len(devices) > 1:
-        raise ValueError(f"kernels: tensors on different devices {sorted(map(str, devices))}")
-    device = next(iter(devices))
-    if device.type == "cpu" and not INTERPRET:
+def check_runnable(device: torch.device | str) -> None:
+    """Fail clearly unless the kernels can run on `device`: CUDA, or CPU in Triton's interpreter (which must have
+    been on when the kernel modules were imported)."""
+    device = torch.device(device)
+    if device.type == "cuda" or (device.type == "cpu" and INTERPRET):
+        return
+    if device.type == "cpu":
         raise RuntimeError(
             "kernels: Triton kernels need CUDA tensors; to run them on CPU set TRITON_INTERPRET=1 in the "
             "environment before any kernels submodule is imported (Triton's interpreter, slow: tests only)"
         )
+    raise RuntimeError(f"kernels: Triton kernels run on CUDA (or CPU in Triton's interpreter), not on {device}")
+
+
+def check_device(*tensors: torch.Tensor | None) -> None:
+    """Fail clearly where a kernel would be launched on tensors it cannot run on (or on mixed devices)."""
+    devices = {t.device for t in tensors if t is not None}
+    if len(devices) > 1:
+        raise ValueError(f"kernels: tensors on different devices {sorted(map(str, devices))}")
+    check_runnable(next(iter(devices)))
 
 
 def device_function(fn):

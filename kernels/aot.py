@@ -21,7 +21,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from kernels import _triton, cross_entropy, flash_attention, rmsnorm, rope, swiglu
+from kernels import _cross_entropy, _flash_attention, _rmsnorm, _rope, _swiglu, _triton
 
 H100_SHARED_BYTES = 232448  # cudaDevAttrMaxSharedMemoryPerBlockOptin on sm_90 (227 KB)
 
@@ -51,37 +51,37 @@ def _jobs(cfg: Config) -> list[tuple[str, object, dict, dict, dict]]:
     f32 = cfg.dtype == "fp32"
     norm = {"X": act, "W": act, "RSTD": "*fp32"}
     jobs = [
-        ("rmsnorm.fwd", rmsnorm._fwd, {**norm, "Y": act}, {"BLOCK_ROWS": 1, "BLOCK": 4096}, {"num_warps": 16}),
+        ("rmsnorm.fwd", _rmsnorm._fwd, {**norm, "Y": act}, {"BLOCK_ROWS": 1, "BLOCK": 4096}, {"num_warps": 16}),
         (
-            "rmsnorm.bwd", rmsnorm._bwd, {**norm, "DY": act, "DX": act, "DW_PART": "*fp32"},
+            "rmsnorm.bwd", _rmsnorm._bwd, {**norm, "DY": act, "DX": act, "DW_PART": "*fp32"},
             {"BLOCK_ROWS": 1, "BLOCK": 4096}, {"num_warps": 16},
         ),
         (
-            "rope", rope._rope, {"Q": act, "K": act, "COS": "*fp32", "SIN": "*fp32"},
+            "rope", _rope._rope, {"Q": act, "K": act, "COS": "*fp32", "SIN": "*fp32"},
             {"BACKWARD": False, "BLOCK_T": 2, "BLOCK_H": 32, "BLOCK_HKV": 8, "BLOCK_HALF": 64}, {"num_warps": 8},
         ),
-        ("swiglu.fwd", swiglu._fwd, {"A": act, "B": act, "OUT": act}, {"BLOCK": 1024}, {"num_warps": 4}),
+        ("swiglu.fwd", _swiglu._fwd, {"A": act, "B": act, "OUT": act}, {"BLOCK": 1024}, {"num_warps": 4}),
         (
-            "swiglu.bwd", swiglu._bwd, {"DOUT": act, "A": act, "B": act, "DA": act, "DB": act},
+            "swiglu.bwd", _swiglu._bwd, {"DOUT": act, "A": act, "B": act, "DA": act, "DB": act},
             {"BLOCK": 1024}, {"num_warps": 4},
         ),
         (
-            "cross_entropy", cross_entropy._loss_and_grad, {"LOGITS": act, "TARGETS": "*i64", "LOSS": "*fp32"},
+            "cross_entropy", _cross_entropy._loss_and_grad, {"LOGITS": act, "TARGETS": "*i64", "LOSS": "*fp32"},
             {"BLOCK_ROWS": 1, "BLOCK_V": 32768}, {"num_warps": 32},
         ),
         (
-            "attention.delta", flash_attention._bwd_delta, {"O": act, "DO": act, "DELTA": "*fp32"},
+            "attention.delta", _flash_attention._bwd_delta, {"O": act, "DO": act, "DELTA": "*fp32"},
             {"BLOCK_M": 64, "BLOCK_D": 128}, {},
         ),
     ]  # fmt: skip
     attn = {
-        "attention.fwd": (flash_attention._fwd, flash_attention.FWD_CONFIGS, {"O": act, "DOC_START": "*i32"}),
+        "attention.fwd": (_flash_attention._fwd, _flash_attention.FWD_CONFIGS, {"O": act, "DOC_START": "*i32"}),
         "attention.dkdv": (
-            flash_attention._bwd_dkdv, flash_attention.DKDV_CONFIGS,
+            _flash_attention._bwd_dkdv, _flash_attention.DKDV_CONFIGS,
             {"DO": act, "DK": act, "DV": act, "DELTA": "*fp32", "DOC_END": "*i32"},
         ),
         "attention.dq": (
-            flash_attention._bwd_dq, flash_attention.DQ_CONFIGS,
+            _flash_attention._bwd_dq, _flash_attention.DQ_CONFIGS,
             {"DO": act, "DQ": act, "DELTA": "*fp32", "DOC_START": "*i32"},
         ),
     }  # fmt: skip

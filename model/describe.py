@@ -2,10 +2,9 @@
 
     ./bazelw run //model:describe -- preset=405b seq_len=8192
 
-Counts come from the model itself, built on the meta device (no memory). Training FLOPs per token:
-6 N for the weight matmuls (forward 2 N, backward 4 N; N excludes the input embedding, a lookup) plus the
-attention matmuls QK^T and AV: forward 2 * 2 * seq_len * dim per layer, so 12 * n_layers * seq_len * dim in all
-(the PaLM / torchtitan convention, counting the full T x T score matrix; a causal kernel skips half of it).
+The breakdown comes from the model itself, built on the meta device (no memory); training FLOPs per token come
+from model/accounting.py (6 N for the weight matmuls, N excluding the input embedding, plus 12 * n_layers *
+seq_len * dim for attention: the PaLM convention MFU uses).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from model import accounting
 from model.llama import ModelArgs, build
 from model.presets import PRESETS, preset
 from tools import config as config_lib
@@ -34,8 +34,7 @@ def describe(args: ModelArgs, seq_len: int) -> dict:
     per_layer = sum(attn.values()) + sum(ffn.values()) + norms
     embedding = model.tok_embeddings.weight.numel()
     total = sum(p.numel() for p in model.parameters())
-    matmul_params = total - embedding
-    attention_flops = 12 * args.n_layers * seq_len * args.dim
+    six_n = 6 * accounting.matmul_params(args)
     return {
         "args": {
             k: getattr(args, k)
@@ -63,9 +62,9 @@ def describe(args: ModelArgs, seq_len: int) -> dict:
         "non_embedding": total - embedding,
         "seq_len": seq_len,
         "flops_per_token": {
-            "6N": 6 * matmul_params,
-            "attention": attention_flops,
-            "total": 6 * matmul_params + attention_flops,
+            "6N": six_n,
+            "attention": accounting.flops_per_token(args, seq_len) - six_n,
+            "total": accounting.flops_per_token(args, seq_len),
         },
         "bf16_weights_gib": total * 2 / 2**30,
     }

@@ -235,9 +235,3 @@ def build(args: ModelArgs, device: str | torch.device = "cpu", seed: int | None 
         torch.manual_seed(seed)
     model.init_weights()
     return model
-
-
-def num_params(model_or_args: Transformer | ModelArgs) -> int:
-    """Exact parameter count (works on meta-device models)."""
-    model = model_or_args if isinstance(model_or_args, nn.Module) else build(model_or_args, device="meta")
-    return sum(p.numel() for p in model.parameters())

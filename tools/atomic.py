@@ -1,7 +1,8 @@
 """Atomic writes: everything is written to a temporary sibling, then renamed into place.
 
 A reader therefore sees either the old file (or nothing) or the complete new one, never a torn write,
-even if the writer is killed with SIGKILL.
+even if the writer is killed with SIGKILL. The result gets the mode a plain `open` would give it: an existing
+file's mode, else 0666 (0777 for a directory) less the umask, so teammates on a shared cluster can read it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,29 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would, for an instant, in every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no /proc (not Linux): set and restore
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(path: Path, default: int) -> int:
+    """What `open` or `mkdir` would leave: the mode of the file being replaced, else `default` less the umask
+    (mkstemp and mkdtemp create their files 0600 and 0700)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return default & ~_umask()
+
+
 @contextlib.contextmanager
 def replacing(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary sibling of `path` for any writer (np.savez, savefig, write_parquet); when the block
@@ -32,8 +57,11 @@ def replacing(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
     try:
+        try:
+            os.fchmod(fd, _mode_for(path, 0o666))
+        finally:
+            os.close(fd)
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -69,6 +97,7 @@ def directory(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, _mode_for(path, 0o777))
         yield tmp
         publish_directory(tmp, path)
     except BaseException:

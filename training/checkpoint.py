@@ -10,12 +10,16 @@ Every rank writes into `.step_XXXXXXXX.tmp/`; rank 0 writes CHECKPOINT.json and 
 ranks are done, so a checkpoint directory that exists is whole. Before loading, the marker is checked against
 the files; a checkpoint that fails the check (torn, truncated, or edited) is skipped loudly and the previous
 one is used. After each save the oldest checkpoints beyond `keep_last` are deleted, except milestones.
+
+A save that fails removes its temporary directory; a full disk (or quota) is reported as such, naming the path,
+although DCP wraps the OSError and torch's writer may report the short write only as "unexpected pos".
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -29,6 +33,7 @@ import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
 import xxhash
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -173,6 +178,20 @@ class Checkpointer:
     ) -> Path:
         final = self.path(step)
         tmp = self.root / f".{final.name}.tmp"
+        state = app_state(model, optimizer)
+        try:
+            self._write(step, final, tmp, state, trainer_state, milestone)
+        except (Exception, CheckpointException) as e:  # CheckpointException is a BaseException
+            explained = _write_error(e, tmp, final, _local_bytes(state))  # before the cleanup frees space
+            if self.info.main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if explained is None:
+                raise
+            raise explained from e
+        self.info.barrier()
+        return final
+
+    def _write(self, step: int, final: Path, tmp: Path, state: dict, trainer_state: dict, milestone: bool) -> None:
         if self.info.main:
             self.root.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -181,7 +200,7 @@ class Checkpointer:
             tmp.mkdir()
         self.info.barrier()
         with single_process_ok():
-            dcp.save(app_state(model, optimizer), checkpoint_id=tmp, no_dist=not self.info.active)
+            dcp.save(state, checkpoint_id=tmp, no_dist=not self.info.active)
         _write_json(tmp / f"rng_rank{self.info.rank}.json", rng_state())
         # Each rank describes the files it wrote; rank 0 writes the rest and the marker.
         mine = {
@@ -199,8 +218,6 @@ class Checkpointer:
             os.rename(tmp, final)
             atomic._fsync_dir(self.root)
             self._prune()
-        self.info.barrier()
-        return final
 
     def mark_milestone(self, path: Path) -> None:
         """Keep an existing checkpoint for good (its marker is rewritten atomically)."""
@@ -237,6 +254,45 @@ class Checkpointer:
         if rng and rng_file.is_file():
             set_rng_state(json.loads(rng_file.read_text()))
         return json.loads((path / "trainer.json").read_text())
+
+
+def _local_bytes(obj) -> int:
+    """Bytes of the tensors (this rank's shards) in a nested state dict: about what a save writes."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.to_local() if hasattr(obj, "to_local") else obj
+        return t.numel() * t.element_size()
+    if isinstance(obj, dict):
+        return sum(_local_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_local_bytes(v) for v in obj)
+    return 0
+
+
+def _write_error(e: BaseException, tmp: Path, final: Path, need: int) -> OSError | None:
+    """The failed save as an OSError that says what happened and names the checkpoint (None: not a disk error).
+    A full disk is recognised by its errno, or, when torch's writer hid it, by less free space than the save
+    needs."""
+    found = [e, *(exc for exc, _ in e.failures.values())] if isinstance(e, CheckpointException) else [e]
+    cause = next((x for x in found if isinstance(x, OSError) and x.errno), None)
+    try:
+        free = shutil.disk_usage(tmp.parent).free
+    except OSError:
+        free = None
+    if cause is not None and cause.errno not in (errno.ENOSPC, errno.EDQUOT):
+        where = cause.filename or tmp
+        return OSError(cause.errno, f"{os.strerror(cause.errno).lower()} while saving checkpoint {final}", str(where))
+    if cause is None and (free is None or free >= need):
+        return None
+    code = cause.errno if cause is not None else errno.ENOSPC
+    room = f": {_size(free)} free there, the checkpoint needs about {_size(need)}" if free is not None else ""
+    return OSError(code, f"{os.strerror(code).lower()} while saving checkpoint {final}{room}", str(tmp))
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 2**10:.0f} KiB"
 
 
 def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -157,6 +157,10 @@ class ParallelConfig:
     compile_backend: str = "inductor"  # torch.compile backend (aot_eager: tracing only, for tests)
     backend: str = "auto"  # process group: auto = nccl on GPU, gloo on CPU
     init: str = "auto"  # full: initialise the whole model, then shard | meta: initialise the shards | auto
+    # reference: model.llama's PyTorch modules | triton: RMSNorm, RoPE, SwiGLU and flash attention swapped to the
+    # kernels' Triton ops (training/kernel_swap.py; CPU only in Triton's interpreter, TRITON_INTERPRET=1).
+    # The fused loss is the phase's `loss=fused`.
+    kernels: str = "reference"
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Scale-out, applied from outside the model (torchtitan-style): process group, FSDP2 or DDP, activation
-checkpointing and torch.compile per transformer block, each optional by config.
+"""Scale-out, applied from outside the model (torchtitan-style): process group, the kernel backend, FSDP2 or DDP,
+activation checkpointing and torch.compile per transformer block, each optional by config.
 
 Ranks come from torchrun-style variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) or, inside
 a submitit job with several tasks, from submitit's TorchDistributedEnvironment (Slurm or local).
@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from training.config import ParallelConfig
+from training.kernel_swap import apply_kernels
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -153,8 +154,9 @@ def apply_fsdp(model: nn.Module, cfg: ParallelConfig, device: torch.device, forw
 
 
 def parallelize(model: nn.Module, cfg: ParallelConfig, info: DistInfo) -> nn.Module:
-    """Activation checkpointing, then compile, then FSDP2 (the order torchtitan uses). DDP is applied later,
-    around the loss module (see wrap_ddp)."""
+    """The kernel backend's module swaps, then activation checkpointing, then compile, then FSDP2 (the order
+    torchtitan uses). DDP is applied later, around the loss module (see wrap_ddp)."""
+    apply_kernels(model, cfg.kernels, info.device)
     apply_activation_checkpointing(model, cfg.activation_checkpointing, cfg.ac_every)
     if cfg.compile:
         apply_compile(model, cfg.compile_backend)

@@ -5,6 +5,12 @@ metrics.jsonl holds one line per logged step (step, tokens, loss, lr, grad_norm,
 tokens_per_s, mfu, mem_gb, phase) and one line per event ({"event": kind, "step": ..., ...}: resume,
 checkpoint, spike, rollback, preempted, torn_checkpoint, valid, gate, ...). On resume the lines after the
 checkpoint's step are dropped, so the file always tells the story of the run that produced the weights.
+
+wandb, the progress bar and the event lines on stderr are loggers: monitoring never stops training, so a logger
+call that fails (wandb's service killed by the job's SIGTERM, a closed stderr) is logged once and that logger is
+off for the rest of the phase; wandb's finish is waited for at most WANDB_TIMEOUT_S (less on preemption).
+metrics.jsonl is the run's record, not a logger: failing to write it (a full disk) stops the run like a failing
+checkpoint would.
 """
 
 from __future__ import annotations
@@ -16,16 +22,20 @@ import logging
 import os
 import resource
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from model.llama import ModelArgs, num_params
+from model import accounting
+from model.llama import ModelArgs
 from tools import atomic
 from training.config import MonitorConfig
 
 log = logging.getLogger(__name__)
+WANDB_TIMEOUT_S = 30.0  # the longest wandb's finish may hold up the end of a phase
 
 # Dense bf16 peak FLOP/s per device (vendor datasheets, without sparsity).
 PEAK_FLOPS = {
@@ -42,10 +52,8 @@ PEAK_FLOPS = {
 
 
 def flops_per_token(args: ModelArgs, seq_len: int) -> float:
-    """Training FLOPs per token: 6 x (non-embedding parameters) for the matmuls' forward and backward, plus
-    12 x layers x dim x seq_len for attention scores and values (PaLM's accounting, no causal discount)."""
-    n = num_params(args) - args.vocab_size * args.dim  # the embedding lookup is not a matmul
-    return 6.0 * n + 12.0 * args.n_layers * args.dim * seq_len
+    """Training FLOPs per token for MFU: model/accounting.py's PaLM convention (no causal discount)."""
+    return accounting.flops_per_token(args, seq_len)
 
 
 def device_key(name: str) -> str | None:
@@ -102,6 +110,7 @@ class Monitor:
         self.path = self.workdir / "metrics.jsonl"
         self.bar = None
         self.run = None
+        self.echo = main  # the event lines on stderr
         if main and cfg.wandb and os.environ.get("WANDB_MODE") != "disabled":
             self._start_wandb(config or {})
 
@@ -124,11 +133,29 @@ class Monitor:
             log.warning("wandb could not start (%s); metrics go to %s only", e, self.path)
             self.run = None
 
+    def _guard(self, logger: str, fn: Callable, *args, **kwargs) -> None:
+        """Call a logger; if it fails, say so once and turn that logger off (training goes on)."""
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:  # whatever a logger raises, it must not stop training
+            log.warning("%s failed (%s: %s); it is off for the rest of %s, metrics go on to %s",
+                        logger, type(e).__name__, e, self.phase, self.path)  # fmt: skip
+            if logger == "wandb":
+                self.run = None
+                _bounded(_wandb_teardown, 5.0)  # drops wandb's exit hook, which would fail the same way
+            elif logger == "progress bar":
+                self.bar = None
+            else:
+                self.echo = False
+
     def _write(self, record: dict) -> None:
         if not self.main:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:  # a full disk: say which file (a failed write names none)
+            raise OSError(e.errno, f"{e.strerror} while writing {self.path}", e.filename or str(self.path)) from e
 
     def truncate(self, step: int) -> None:
         """Drop what was logged after `step` of this phase (the steps a resume will redo)."""
@@ -141,23 +168,21 @@ class Monitor:
         record = {"phase": self.phase, **record}
         self._write(record)
         if self.run is not None:
-            self.run.log({f"{self.phase}/{k}": v for k, v in record.items() if isinstance(v, int | float)})
+            values = {f"{self.phase}/{k}": v for k, v in record.items() if isinstance(v, int | float)}
+            self._guard("wandb", self.run.log, values)
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
+            postfix = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}"}
+            self._guard("progress bar", self.bar.set_postfix, postfix, refresh=False)
 
     def event(self, kind: str, **fields) -> None:
         record = {"event": kind, "phase": self.phase, "time": time.time(), **fields}
         self._write(record)
-        if self.main:
+        if self.echo:
             text = " ".join(f"{k}={v}" for k, v in fields.items())
-            print(f"[{self.phase}] {kind}: {text}", file=sys.stderr, flush=True)
+            self._guard("stderr", print, f"[{self.phase}] {kind}: {text}", file=sys.stderr, flush=True)
         if self.run is not None:
-            self.run.log(
-                {
-                    f"{self.phase}/event/{kind}": 1,
-                    **{f"{self.phase}/{kind}/{k}": v for k, v in fields.items() if isinstance(v, int | float)},
-                }
-            )
+            values = {f"{self.phase}/{kind}/{k}": v for k, v in fields.items() if isinstance(v, int | float)}
+            self._guard("wandb", self.run.log, {f"{self.phase}/event/{kind}": 1, **values})
 
     def start_progress(self, total_tokens: int, done_tokens: int, desc: str) -> None:
         if not (self.main and self.cfg.progress):
@@ -177,12 +202,12 @@ class Monitor:
 
     def advance(self, tokens: int) -> None:
         if self.bar is not None:
-            self.bar.update(tokens)
+            self._guard("progress bar", self.bar.update, tokens)
 
     def stop_progress(self) -> None:
         if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+            bar, self.bar = self.bar, None
+            self._guard("progress bar", bar.close)
 
     def plot(self, name: str, phase: str | None = None) -> Path | None:
         """metrics.jsonl -> plots/<name>.png: loss (and validation loss) and LR against tokens."""
@@ -215,8 +240,37 @@ class Monitor:
         plt.close(fig)
         return out
 
-    def close(self) -> None:
+    def close(self, timeout: float = WANDB_TIMEOUT_S) -> None:
+        """Stop the progress bar and finish wandb (waiting at most `timeout` s); never raises for them."""
         self.stop_progress()
         if self.run is not None:
-            self.run.finish()
-            self.run = None
+            run, self.run = self.run, None
+            error = _bounded(run.finish, timeout)
+            if error:
+                log.warning("wandb could not finish (%s); its offline files in %s may lack the last steps",
+                            error, self.workdir / "wandb")  # fmt: skip
+                _bounded(_wandb_teardown, 5.0)
+
+
+def _wandb_teardown() -> None:
+    import wandb
+
+    wandb.teardown()
+
+
+def _bounded(fn: Callable[[], object], timeout: float) -> str | None:
+    """fn() in a daemon thread, waited for at most `timeout` seconds: None if it returned, else what went wrong
+    (a hung logger is left behind rather than holding up training or its exit)."""
+    outcome: list[str | None] = []
+
+    def target():
+        try:
+            fn()
+            outcome.append(None)
+        except BaseException as e:  # reported to the caller (wandb's teardown may sys.exit)
+            outcome.append(f"{type(e).__name__}: {e}")
+
+    thread = threading.Thread(target=target, name="monitor-logger", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"

@@ -21,6 +21,7 @@ import math
 import sys
 from dataclasses import dataclass
 
+from model import accounting
 from model.llama import ModelArgs
 from model.presets import preset
 from tools import config as tools_config
@@ -29,12 +30,6 @@ from training.monitor import PEAK_FLOPS, flops_per_token
 
 GIB = 2**30
 TOKENS_PER_GPU_CP = 8192  # CP auto: keep this many tokens of a sequence per GPU (Table 4: 131,072 / 16)
-
-
-def block_params(args: ModelArgs) -> int:
-    hd = args.head_dim
-    attn = args.dim * args.n_heads * hd * 2 + args.dim * args.kv_heads * hd * 2  # wq, wo, wk, wv
-    return attn + 3 * args.dim * args.ffn_hidden + 2 * args.dim  # w1, w2, w3, two norms
 
 
 def activation_bytes_per_token(args: ModelArgs, tp: int) -> float:
@@ -48,7 +43,7 @@ def memory(args: ModelArgs, tp: int, pp: int, dp: int, cp: int, seq: int, mb: in
     blocks = math.ceil(args.n_layers / pp)
     # The first stage holds the embedding, the last the head and final norm; without PP one GPU holds all.
     ends = (2 * args.vocab_size * args.dim + args.dim) if pp == 1 else args.vocab_size * args.dim
-    params = blocks * block_params(args) + ends
+    params = blocks * accounting.block_params(args) + ends
     tokens = mb * seq / cp  # tokens of one micro-batch on one GPU
     full = activation_bytes_per_token(args, tp) * tokens  # one block, one micro-batch
     kept = 2 * args.dim / tp * tokens  # a checkpointed block keeps its input only
@@ -112,7 +107,7 @@ def plan(recipe: Recipe) -> dict:
     mem = memory(args, lay.tp, lay.pp, lay.dp, lay.cp, seq, p.micro_batch_size, p.activation_checkpointing)
     return {
         "model": recipe.model.preset,
-        "params": num_params_fast(args),
+        "params": accounting.param_count(args),
         "gpus": p.gpus,
         "gpu": p.gpu,
         "layout": {"tp": lay.tp, "cp": lay.cp, "pp": lay.pp, "dp": lay.dp},
@@ -140,11 +135,6 @@ def plan(recipe: Recipe) -> dict:
         "fits": mem["total"] <= p.memory_gb * 1e9,
         "memory_limit_gb": p.memory_gb,
     }
-
-
-def num_params_fast(args: ModelArgs) -> int:
-    """Exact parameter count without building the model (blocks, embeddings, head, final norm)."""
-    return args.n_layers * block_params(args) + 2 * args.vocab_size * args.dim + args.dim
 
 
 def render(r: dict) -> str:

@@ -8,18 +8,29 @@ signal; the trainer, between two steps, saves a consistent checkpoint on every r
 submitit's handler (rank 0 requeues; the resubmitted job resumes from the checkpoint). Outside submitit the
 process exits with 128 + the signal number after the save.
 
+Slurm signals every process of the job step, not only the trainer: wandb's service gets the same SIGTERM and
+may die first. The save therefore never depends on a logger (training/monitor.py turns off a logger that fails).
+
 Submit a phase as `tools.cluster.Requeueable(fn, *args)` with any submitit executor: its `checkpoint()`
 resubmits the same call, which finds the checkpoint in its workdir.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 
 import submitit
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+MEANING = {signal.SIGTERM: "preempted or cancelled", signal.SIGUSR2: "the time limit is near"}
+
+
+def describe(signum: int) -> str:
+    """'SIGTERM (preempted or cancelled)', for the logs of a stopped run."""
+    sig = signal.Signals(signum)
+    return f"{sig.name} ({MEANING[sig]})" if sig in MEANING else sig.name
 
 
 class Preemption:
@@ -55,8 +66,15 @@ class Preemption:
         self.uninstall()
         if callable(submitit_handler) and _under_submitit():
             # submitit: checkpoint() + requeue + exit on rank 0; other ranks return here.
+            _say(f"{describe(signum)}: checkpoint saved, requeueing through submitit")
             submitit_handler(signal.SIGUSR2, None)
+        _say(f"{describe(signum)}: checkpoint saved, exiting with {128 + signum}")
         sys.exit(128 + signum)
+
+
+def _say(line: str) -> None:
+    with contextlib.suppress(OSError):  # a closed stderr must not change how the job ends
+        print(line, file=sys.stderr, flush=True)
 
 
 def _under_submitit() -> bool:

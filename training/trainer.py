@@ -30,10 +30,11 @@ from training.config import DataConfig, Recipe, TrainConfig
 from training.data import IGNORE, PackedLoader
 from training.losses import LossModule
 from training.monitor import Monitor, flops_per_token, memory_gb, peak_flops
-from training.preemption import Preemption
+from training.preemption import Preemption, describe
 from training.schedule import check_stages, lr_at, stage_at, steps_for
 
 log = logging.getLogger(__name__)
+PREEMPTED_CLOSE_S = 10.0  # wandb's finish after a preemption save (Slurm's KillWait, 30 s by default, follows)
 FULL_INIT_MAX_PARAMS = 2e9  # below this the whole model is initialised before sharding (same init at any world size)
 
 
@@ -149,9 +150,9 @@ class Trainer:
         pcfg, info = self.recipe.parallel, self.info
         init = pcfg.init
         if init == "auto":
-            from model.llama import num_params
+            from model.accounting import param_count
 
-            init = "full" if num_params(self.args) < FULL_INIT_MAX_PARAMS else "meta"
+            init = "full" if param_count(self.args) < FULL_INIT_MAX_PARAMS else "meta"
         if init == "full":
             model = build(self.args, device=info.device, seed=self.recipe.seed)
             return D.parallelize(model, pcfg, info)
@@ -401,11 +402,11 @@ class Trainer:
                 if self._save_due() and self.step != self.last_saved_step:
                     self.save(self._milestone_due())
                 signum = self.preemption.requested(self.info)
-                if signum:
+                if signum:  # save first: the loggers may already be gone (Slurm signals the whole job step)
                     if self.step != self.last_saved_step:
                         self.save()
-                    self.monitor.event("preempted", step=self.step, signal=signum, pid=_pid())
-                    self.monitor.close()
+                    self.monitor.event("preempted", step=self.step, signal=signum, name=describe(signum), pid=_pid())
+                    self.monitor.close(timeout=PREEMPTED_CLOSE_S)
                     self.preemption.finish(signum)
         finally:
             self.preemption.uninstall()

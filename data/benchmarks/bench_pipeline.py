@@ -1,12 +1,19 @@
-"""End to end against datatrove: the same pipeline shape (extraction, Gopher repetition and quality, C4, language
-filter, MinHash dedup) over the same input, one core each, side by side; documents per second per core and the
-agreement of the kept sets. Input: the vendored WARCs, the vendored C4 sample (JSONL) and the synthetic corpus's
-WARCs (generated here, deterministic).
+"""End to end against datatrove: the same pipeline (extraction, Gopher repetition and quality, C4, language filter,
+MinHash dedup) over the same input, one core each, side by side; documents per second per core and the agreement
+of the kept sets. Input: the vendored WARCs, the vendored C4 sample (JSONL) and the synthetic corpus's WARCs
+(generated here, deterministic).
+
+Equal work (datatrove_peer.py): lid.176 loaded once on both sides, the same word rule on both sides (herd's
+default, whitespace words, given to datatrove through its custom-tokenizer hook). Equivalence is checked on the
+output: the kept sets must agree (Jaccard >= --min-jaccard) before MinHash, and after it once each duplicate
+cluster is counted as one document (the two keep different members of a cluster); otherwise the run is not
+equal work and no ratio is reported. Repeats alternate which side runs first; the ratio is taken per repeat
+and its median and range reported.
 
 datatrove runs from a separate venv (never the project's):
 
-    python3 -m venv /tmp/dtvenv && /tmp/dtvenv/bin/pip install "datatrove[processing]" resiliparse \\
-        fasttext-numpy2-wheel faust-cchardet python-magic
+    python3.11 -m venv /tmp/dtvenv && /tmp/dtvenv/bin/pip install "datatrove[processing]==0.10.1" warcio spacy \\
+        resiliparse faust-cchardet python-magic orjson
     ./bazelw run //data:bench_pipeline -- --peer-python /tmp/dtvenv/bin/python
 """
 
@@ -15,9 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from data.document import read_documents
@@ -26,16 +36,22 @@ from data.synthetic import SyntheticConfig, write
 from tools import assets
 from tools.paths import PACKAGE_ROOT
 
-OURS = """
-import json, resource, sys, time
-from data.pipeline import main
-t = time.time()
-main(sys.argv[1:])
-cpu = sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-          for f in ("ru_utime", "ru_stime"))
-rss = max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
-print("BENCH " + json.dumps({"cpu_s": cpu, "wall_s": time.time() - t, "peak_rss_mb": rss}))
-"""
+
+def measured(cmd: list[str], env: dict | None = None) -> tuple[str, dict]:
+    """Runs `cmd`; its stdout and its CPU seconds (user + system, the process and every child it waited for),
+    wall seconds and peak RSS, measured from here the same way for both sides."""
+    start = time.time()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.time() - start
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode:
+            raise RuntimeError(f"{cmd[:3]} failed:\n{err.read().decode(errors='replace')[-3000:]}")
+        stdout = out.read().decode()
+    return stdout, {"cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def prepare(root: Path, scale: float) -> tuple[Path, Path]:
@@ -66,8 +82,7 @@ def run_ours(warc: Path, jsonl: Path, out: Path) -> dict:
         "executor=inline",
         "progress=false",
     ]
-    proc = subprocess.run([sys.executable, "-c", OURS, *args], env=env, capture_output=True, text=True, check=True)
-    res = json.loads(proc.stdout.split("BENCH ", 1)[1])
+    _, res = measured([sys.executable, "-m", "data.pipeline", *args], env)
     summary = json.loads((out / "report" / "summary.json").read_text())
     res["docs_in"] = summary["documents_in"]
     res["kept"] = [d.id for f in sorted((out / "documents").glob("*.parquet")) for d in read_documents(f, ["id"])]
@@ -81,46 +96,100 @@ def run_ours(warc: Path, jsonl: Path, out: Path) -> dict:
     return res
 
 
-def run_peer(python: str, warc: Path, jsonl: Path, work: Path) -> dict:
+def run_peer(python: str, warc: Path, jsonl: Path, work: Path, words: str) -> dict:
     script = Path(__file__).with_name("datatrove_peer.py")
-    cmd = [python, str(script), str(warc), str(jsonl), str(work), str(lid176_path())]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"datatrove side failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    cmd = [python, str(script), str(warc), str(jsonl), str(work), str(lid176_path()), f"--words={words}"]
+    stdout, usage = measured(cmd)
+    return {**json.loads(stdout.strip().splitlines()[-1]), **usage}
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / max(len(a | b), 1)
+
+
+def agreement(ours: dict, peer: dict) -> dict:
+    """Jaccard of the kept sets before MinHash, and after it with every member of a datatrove duplicate cluster
+    named by its cluster (so the choice of survivor does not count; the duplicate counts are compared apart)."""
+    a, b = {key(i) for i in ours["filtered"]}, {key(i) for i in peer["filtered"]}
+    cluster = {key(i): f"cluster {c}" for i, c in peer["clusters"].items()}
+    fa, fb = ({cluster.get(key(i), key(i)) for i in side["kept"]} for side in (ours, peer))
+    return {
+        "filtered": jaccard(a, b),
+        "both": len(a & b),
+        "herd_only": len(a - b),
+        "peer_only": len(b - a),
+        "final_by_cluster": jaccard(fa, fb),
+        "final_raw": jaccard({key(i) for i in ours["kept"]}, {key(i) for i in peer["kept"]}),
+    }
+
+
+def spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.2f} (min {min(xs):.2f}, max {max(xs):.2f})"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--peer-python", default="/tmp/dtvenv/bin/python")
     ap.add_argument("--scale", type=float, default=1.0, help="size of the synthetic part of the input")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each side, alternating which goes first")
+    ap.add_argument("--min-jaccard", type=float, default=0.9, help="agreement below which no ratio is reported")
+    ap.add_argument(
+        "--peer-words",
+        choices=("whitespace", "spacy"),
+        default="whitespace",
+        help="datatrove's word rule: herd's (equal work) or its spaCy default (more work; not comparable)",
+    )
     args = ap.parse_args()
+    runs: dict[str, list[dict]] = {"herd": [], "datatrove": []}
     with tempfile.TemporaryDirectory(prefix="bench_pipeline.") as tmp:
         root = Path(tmp)
         warc, jsonl = prepare(root, args.scale)
-        ours = run_ours(warc, jsonl, root / "ours")
-        peer = run_peer(args.peer_python, warc, jsonl, root / "peer")
-    docs = ours["docs_in"]
+        for r in range(args.repeats):
+            order = ("herd", "datatrove") if r % 2 == 0 else ("datatrove", "herd")
+            for side in order:
+                out = root / f"{side}{r}"
+                if side == "herd":
+                    runs[side].append(run_ours(warc, jsonl, out))
+                else:
+                    runs[side].append(run_peer(args.peer_python, warc, jsonl, out, args.peer_words))
+                shutil.rmtree(out)
+                print(f"repeat {r + 1}/{args.repeats} {side}: {runs[side][-1]['cpu_s']:.1f} s CPU", file=sys.stderr)
+    ours, peer = runs["herd"], runs["datatrove"]
+    docs = ours[0]["docs_in"]
     print(f"input: {docs} documents (vendored WARCs + C4 sample + synthetic WARCs at scale {args.scale})")
-    print(f"{'':10s} {'kept':>6s} {'CPU s':>8s} {'wall s':>8s} {'docs/s/core':>12s} {'peak RSS MB':>12s}")
-    for name, r in (("herd", ours), ("datatrove", peer)):
-        rate = docs / r["cpu_s"]
+    print(f"datatrove word rule: {args.peer_words}; {args.repeats} repeats, alternating which side runs first")
+    print(f"{'':10s} {'kept':>6s} {'CPU s (median, min-max)':>26s} {'docs/s/core':>12s} {'peak RSS MB':>12s}")
+    for name, rs in (("herd", ours), ("datatrove", peer)):
+        cpu = [r["cpu_s"] for r in rs]
         print(
-            f"{name:10s} {len(r['kept']):6d} {r['cpu_s']:8.1f} {r['wall_s']:8.1f} {rate:12.1f} {r['peak_rss_mb']:12.0f}"
+            f"{name:10s} {len(rs[0]['kept']):6d} {spread(cpu):>26s} {docs / statistics.median(cpu):12.1f} "
+            f"{max(r['peak_rss_mb'] for r in rs):12.0f}"
         )
-    print(f"speed ratio (docs/s per core, herd / datatrove): {peer['cpu_s'] / ours['cpu_s']:.2f}x")
-    for stage, field in (("after the filters (what reaches MinHash)", "filtered"), ("final", "kept")):
-        a, b = {key(i) for i in ours[field]}, {key(i) for i in peer[field]}
-        print(
-            f"kept-set agreement {stage}: {len(a & b)} kept by both, {len(a - b)} only by herd, "
-            f"{len(b - a)} only by datatrove; Jaccard {len(a & b) / max(len(a | b), 1):.3f}"
-        )
+    for name, rs in (("herd", ours), ("datatrove", peer)):  # deterministic: every repeat keeps the same set
+        if len({tuple(sorted(r["kept"])) for r in rs}) != 1:
+            print(f"warning: {name} kept different sets in different repeats")
+    ag = agreement(ours[0], peer[0])
     print(
-        f"MinHash duplicates removed: herd {len(ours['filtered']) - len(ours['kept'])}, datatrove "
-        f"{len(peer['filtered']) - len(peer['kept'])} (one survivor per cluster, chosen differently: herd the "
-        "smallest content hash, datatrove the first in input order)"
+        f"kept-set agreement before MinHash: {ag['both']} kept by both, {ag['herd_only']} only by herd, "
+        f"{ag['peer_only']} only by datatrove; Jaccard {ag['filtered']:.3f}"
     )
-    print("herd seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in ours["steps_seconds"].items()))
+    removed = {n: len(r[0]["filtered"]) - len(r[0]["kept"]) for n, r in (("herd", ours), ("datatrove", peer))}
+    print(
+        f"after MinHash: Jaccard {ag['final_by_cluster']:.3f} counting each datatrove duplicate cluster once "
+        f"({ag['final_raw']:.3f} by document id: the survivors differ, herd keeps the smallest content hash, "
+        "datatrove the first in input order); duplicates removed: "
+        + ", ".join(f"{n} {k}" for n, k in removed.items())
+    )
+    steps = {k: statistics.median(r["steps_seconds"][k] for r in ours) for k in ours[0]["steps_seconds"]}
+    print("herd seconds per step (median): " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
+    ratios = [p["cpu_s"] / o["cpu_s"] for o, p in zip(ours, peer)]
+    equal = min(ag["filtered"], ag["final_by_cluster"]) >= args.min_jaccard and args.peer_words == "whitespace"
+    if equal:
+        print(f"speed ratio (docs/s per core, herd / datatrove), per repeat: {spread(ratios)}x")
+    else:
+        why = "datatrove splits words with spaCy" if args.peer_words != "whitespace" else "the kept sets disagree"
+        print(f"NOT EQUAL WORK ({why}; agreement threshold {args.min_jaccard}): the CPU ratio {spread(ratios)}x")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

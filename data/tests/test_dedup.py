@@ -4,9 +4,10 @@ import json
 import random
 
 import numpy as np
+import pytest
 
 from data.minhash import MinHashConfig, MinHasher, band_hashes, clusters, evaluate
-from data.synthetic_text import edit_words
+from data.synthetic_text import edit_chars, edit_words
 from data.tests.helpers import dropped, final_documents, run_pipeline
 from data.textnorm import ngram_hashes, normalize
 from data.urldedup import crawl_time, normalize_url
@@ -36,6 +37,30 @@ def test_signature_agreement_estimates_jaccard():
     assert (h.signatures([""])[0] == np.iinfo(np.uint32).max).all()
 
 
+def test_cuda_backend_computes_the_same_signatures_or_refuses_clearly():
+    """`backend: cuda` signs with kernels/minhash.py in the same hash family and seeds: its NumPy statement equals
+    MinHasher's on real text; the GPU equals it where a GPU exists, and refuses naming CUDA's reason otherwise."""
+    from kernels import minhash as cuda_minhash
+
+    texts = c4_texts(40) + [""]
+    h = MinHasher(112, 5, seed=3)
+    sets = [h.shingles(t) for t in texts]
+    want = h.signatures_from_shingles(sets)
+    offsets = np.cumsum([0] + [len(s) for s in sets])
+    np.testing.assert_array_equal(cuda_minhash.signatures_cpu(np.concatenate(sets), offsets, h.a, h.b), want)
+    config = MinHashConfig(seed=3, backend="cuda")
+    gpu = MinHasher(config.bands * config.rows, config.ngram, config.seed, backend=config.backend)
+    count, message = cuda_minhash.device_count()
+    if count:
+        np.testing.assert_array_equal(gpu.signatures(texts), want)
+        assert evaluate(texts, config) == evaluate(texts, MinHashConfig(seed=3))
+    else:
+        with pytest.raises(RuntimeError, match="needs a CUDA GPU") as refusal:
+            evaluate(texts, config)
+        assert message in str(refusal.value)
+    with pytest.raises(ValueError, match="backend must be numpy or cuda, got 'gpu'"):
+        MinHasher(backend="gpu")
+
 def test_lsh_precision_recall_against_brute_force():
     """Pairs at Jaccard >= 0.8 (brute force over all pairs) vs pairs MinHash LSH puts together."""
     rng = random.Random(1)
@@ -51,6 +76,37 @@ def test_lsh_precision_recall_against_brute_force():
     # Verifying candidates by signature agreement trades a little recall for precision.
     v = evaluate(texts, MinHashConfig(verify=0.8), threshold=0.8)
     assert v["component precision"] >= 0.8 and v["component recall"] >= 0.8
+
+
+def udhr_pages(fname: str) -> list[str]:
+    body = assets.path(f"multilingual/udhr/{fname}").read_text(encoding="utf-8").split("\n---\n", 1)[-1]
+    paras = [p.strip() for p in body.splitlines() if p.strip()]
+    return ["\n".join(paras[j : j + 10]) for j in range(0, 80, 10)]
+
+
+def test_near_duplicates_in_chinese_japanese_korean_and_thai():
+    """Character 5-gram shingles find copies with a few characters edited; whitespace 5-grams of the same
+    pages are whole sentences and miss them. Distinct pages (and Simplified vs Traditional Chinese) stay apart."""
+    rng = random.Random(2)
+    for fname, lang in (
+        ("udhr_cmn_hans.txt", "zh"),
+        ("udhr_cmn_hant.txt", "zh"),
+        ("udhr_jpn.txt", "ja"),
+        ("udhr_kor.txt", "ko"),
+        ("udhr_tha.txt", "th"),
+    ):
+        pages = udhr_pages(fname)
+        copies = [edit_chars(rng, p, max(1, len(p) // 150)) for p in pages]
+        r = evaluate(pages + copies, MinHashConfig(), threshold=0.8, lang=lang)
+        assert r["component recall"] == 1.0, fname
+        if lang == "ko":  # written with spaces: its units are whitespace words (an edit costs five shingles)
+            assert r["true pairs"] >= 2 and r["component pairs"] >= len(pages) - 1  # (pairs under 0.8 too)
+            continue
+        assert r["true pairs"] == r["component pairs"] == len(pages)
+        old = evaluate(pages + copies, MinHashConfig(), threshold=0.8, lang="en")  # whitespace words
+        assert old["component pairs"] <= 2, fname
+    both = udhr_pages("udhr_cmn_hans.txt") + udhr_pages("udhr_cmn_hant.txt")
+    assert evaluate(both, MinHashConfig(), lang="zh")["candidate pairs"] == 0
 
 
 def test_clusters_keep_one_deterministic_survivor():

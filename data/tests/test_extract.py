@@ -1,17 +1,26 @@
-"""HTML -> text: main content, code and math kept, markdown removed; real pages; hostile input."""
+"""HTML -> text: main content, code and math kept, markdown removed; the scored set and the default; hostile input."""
 
-import json
 import time
 
 import pytest
 
 from data.base import Task
 from data.document import Document
-from data.extract import Extract, ExtractConfig, decode, looks_binary
-from data.html2text import extract_html
-from data.warc import iter_records, parse_http
-from tools import assets
-from tools.paths import PACKAGE_ROOT
+from data.extract import (
+    MARGIN,
+    SETTINGS,
+    Extract,
+    ExtractConfig,
+    choose_default,
+    decode,
+    looks_binary,
+    score,
+    scored_pages,
+    shared_sandbox,
+    summarize,
+    tokens,
+)
+from data.html2text import extract_html, trim_blocks
 
 PAGE = """<html><head><title>T</title><script>var x = 1;</script></head><body>
 <nav><a href="/">Home</a> | <a href="/about">About us</a></nav>
@@ -46,30 +55,78 @@ def test_main_content_code_math_and_markdown():
     assert "Home" not in text and "Copyright" not in text and "var x" not in text
 
 
-# Measured on these pages (data/README.md): resiliparse finds 93% of the passages, trafilatura 87%; both
-# remove every boilerplate string.
-@pytest.mark.parametrize("engine,min_found", [("resiliparse", 0.9), ("trafilatura", 0.75)])
-def test_real_pages_against_hand_picked_passages(engine, min_found):
-    fixtures = json.loads((PACKAGE_ROOT / "data/benchmarks/extraction_fixtures.json").read_text(encoding="utf-8"))
-    pages = {}
-    for fx in fixtures:
-        path = assets.path(fx["file"])
-        if not fx["url"]:
-            pages[(fx["file"], "")] = decode(path.read_bytes(), "")[0]
-            continue
-        for rec in iter_records(str(path)):
-            if rec.headers.get("warc-target-uri", "").strip("<>") == fx["url"] and rec.type == "response":
-                http = parse_http(rec.block, 1 << 26)
-                pages[(fx["file"], fx["url"])] = decode(http.body, http.headers["content-type"])[0]
-    found = total = clean = total_b = 0
-    for fx in fixtures:
-        text = " ".join(extract_html(pages[(fx["file"], fx["url"])], engine, True, True).split())
-        found += sum(s in text for s in fx["expected"])
-        total += len(fx["expected"])
-        clean += sum(s not in text for s in fx["boilerplate"])
-        total_b += len(fx["boilerplate"])
-    assert total >= 30 and found / total >= min_found, f"{engine}: {found}/{total} passages"
-    assert total_b >= 15 and clean == total_b
+def test_trafilatura_keeps_code_and_math_and_removes_its_markdown():
+    page = PAGE.replace(
+        "</article>",
+        "<p>A list <em>worth</em> reading, and more words so that it is a paragraph:</p><ul><li>first point</li>"
+        "<li>second point</li></ul><table><tr><th>n</th><th>square</th></tr><tr><td>3</td><td>9</td></tr></table>"
+        "</article>",
+    )
+    text = extract_html(page, "trafilatura", favor="recall")
+    assert text.startswith("Summing a list in Python")
+    assert "def total(xs):\n    s = 0\n    for x in xs:\n        s += x  # **not** markdown inside code" in text
+    assert "# add the numbers" in text
+    assert "bold text & an entity, and markdown bold with a link." in text
+    assert "Not a heading any more" in text and "##" not in text
+    assert "$e^{i\\pi}+1=0$" in text and "$\\frac{a}{b}$" in text and "$x^2$" in text and "x2" not in text
+    assert "A list worth reading" in text and "*worth*" not in text and "\nfirst point\nsecond point" in text
+    assert "second point\n\nn square\n3 9" in text  # a row a line, cells apart
+    assert "Home" not in text and "Copyright" not in text and "var x" not in text
+    with pytest.raises(ValueError, match="favor must be one of"):
+        extract_html(PAGE, "trafilatura", favor="speed")
+
+
+def test_trim_keeps_the_densest_run_of_blocks():
+    nav = "\n".join(f'<a href="/{i}">Section {i}</a>' for i in range(8))
+    body = "\n".join(f"<p>Paragraph {i} has enough words in it to be worth keeping as main text.</p>" for i in range(4))
+    tail = '<p>Share</p>\n<p>Related: <a href="/x">x y z</a></p>'
+    markup = f"{nav}\n<h1>The title</h1>\n<p>By A. Writer</p>\n{body}\n{tail}"
+    kept = trim_blocks(markup).split("\n")
+    assert kept[0] == "<h1>The title</h1>" and kept[-1].startswith("<p>Paragraph 3")  # title pulled in, tail cut
+    assert len(kept) == 6 and not any("Section" in k or "Share" in k for k in kept)
+    assert trim_blocks("") == "" and trim_blocks('<a href="/">Home</a>') == ""
+
+
+# Measured on the scored set (data/README.md, bench_extract): the default, trafilatura favouring recall, has
+# P 0.978 R 0.938 F1 0.957; the best resiliparse setting F1 0.930, more than MARGIN below it.
+def test_scored_set_default_and_the_rule():
+    pages = scored_pages()
+    assert len(pages) >= 20 and len({rec["lang"] for rec, _ in pages}) >= 5
+    results = {}
+    for name, setting in SETTINGS.items():
+        cfg = ExtractConfig(**setting)
+        opts = {"engine": cfg.engine, "main_content": cfg.main_content, "favor": cfg.favor, "trim": cfg.trim}
+        p, r, f1 = summarize([score(rec["text"], extract_html(html, **opts)) for rec, html in pages])
+        results[name] = {"p": p, "r": r, "f1": f1}
+    default = ExtractConfig()
+    chosen = next(n for n, s in SETTINGS.items() if all(getattr(default, k) == v for k, v in s.items()))
+    assert chosen == "trafilatura, favor recall"
+    best = results[chosen]
+    assert best["f1"] == max(r["f1"] for r in results.values()) and best["f1"] >= 0.95
+    assert best["p"] >= 0.97 and best["r"] >= 0.93
+    assert 0.90 <= results["resiliparse, main content"]["f1"] <= 0.93  # the old default
+    assert results["resiliparse, all text"]["p"] < 0.8 and results["resiliparse, all text"]["r"] > 0.99
+    # The rule without timing: even were every resiliparse setting infinitely fast, none comes within MARGIN of
+    # trafilatura's F1, so the choice does not depend on the speeds the benchmark measures.
+    for res in results.values():
+        res["dps"] = 1.0
+    for name in results:
+        if SETTINGS[name]["engine"] == "resiliparse":
+            results[name]["dps"] = float("inf")
+            assert results[name]["f1"] < best["f1"] - MARGIN, name
+    assert choose_default(results)[0] == chosen
+
+
+def test_scoring():
+    words = ["grüsse", "world", "数", "据", "清", "洗", "ok_go", "3", "14"]  # case-folded; a token per ideograph
+    assert tokens("Grüße, WORLD! 数据清洗 ok_go 3.14") == words
+    assert score("a b c d e", "a b c d e") == (1.0, 1.0)
+    assert score("a b c d e", "x a b c d") == (0.5, 0.5)  # shingles (a b c d) of two in each
+    assert score("a b c d e", "") == (None, 0.0)
+    assert score("one two", "one two") == (1.0, 1.0)  # shorter than 4 words: one shingle
+    assert summarize([(1.0, 0.5), (None, 0.0)]) == (1.0, 0.25, 0.4)
+    with pytest.raises(ValueError, match="no words"):
+        score("...", "text")
 
 
 def run_extract(docs, **cfg):
@@ -84,9 +141,9 @@ def html_doc(i, raw: bytes, ctype="text/html") -> Document:
     return Document(id=f"d{i}", raw=raw, content_type=ctype)
 
 
-def test_hostile_input_is_counted_not_fatal():
+def hostile_docs() -> list[Document]:
     good = PAGE.encode()
-    docs = [
+    return [
         html_doc(0, good),
         html_doc(
             1,
@@ -102,8 +159,12 @@ def test_hostile_input_is_counted_not_fatal():
         html_doc(8, good),
         Document(id="d9", text="already text, passes through"),
     ]
+
+
+# resiliparse hangs on the nesting bomb: the sandbox is killed, restarted, and the next page extracted.
+def test_hostile_input_is_counted_not_fatal():
     start = time.time()
-    out, st = run_extract(docs, timeout_s=1.0, max_chars=100_000)
+    out, st = run_extract(hostile_docs(), engine="resiliparse", timeout_s=1.0, max_chars=100_000)
     assert time.time() - start < 30
     kept = {d.id: d for d in out}
     assert set(kept) == {"d0", "d1", "d7", "d8", "d9"}
@@ -119,6 +180,45 @@ def test_hostile_input_is_counted_not_fatal():
     }
     assert st.counters["sandbox restarts"] == 1
     assert st.docs_in == 10 and st.docs_out == 5
+
+
+# trafilatura (the default) returns nothing for the bomb at once; the sandbox imports it before the first page's
+# clock starts, so a short time limit is not spent on the import.
+def test_hostile_input_with_the_default_engine():
+    out, st = run_extract(hostile_docs(), timeout_s=1.0, max_chars=100_000)
+    kept = {d.id: d for d in out}
+    assert set(kept) == {"d0", "d1", "d7", "d8", "d9"} and kept["d8"].text == kept["d0"].text
+    assert "café crème" in kept["d1"].text and len(kept["d7"].text) == 100_000
+    assert st.dropped == {
+        "empty after extraction": 2,
+        "page too large": 1,
+        "binary content": 1,
+        "not a text content type": 1,
+    }
+    assert st.counters["sandbox restarts"] == 0 and st.docs_in == 10 and st.docs_out == 5
+    with pytest.raises(ValueError, match="extract.engine must be one of resiliparse, trafilatura"):
+        run_extract([], engine="lxml")
+
+
+# A process keeps its sandbox from task to task (a start costs an interpreter and the engine's import); restarts
+# are counted in the task that caused them, and a sandbox killed by a bomb serves the next task restarted.
+def test_the_sandbox_outlives_the_task():
+    def page():  # a fresh document each time: extraction consumes doc.raw
+        return [hostile_docs()[0]]
+
+    def pid():
+        return shared_sandbox(4096, "resiliparse", 60.0).proc.pid
+
+    _, first = run_extract(page(), engine="resiliparse", timeout_s=1.0)
+    started = pid()
+    out, second = run_extract(page(), engine="resiliparse", timeout_s=1.0)
+    assert pid() == started and len(out) == 1
+    assert first.counters["sandbox restarts"] == second.counters["sandbox restarts"] == 0
+    _, bomb = run_extract([hostile_docs()[6]], engine="resiliparse", timeout_s=1.0)
+    assert bomb.dropped == {"extraction timeout": 1} and bomb.counters["sandbox restarts"] == 1
+    out, after = run_extract(page(), engine="resiliparse", timeout_s=1.0)
+    assert [d.text for d in out] == [d.text for d in run_extract(page(), engine="resiliparse", sandbox=False)[0]]
+    assert after.counters["sandbox restarts"] == 0 and pid() != started
 
 
 def test_decoding_and_binary_sniffing():

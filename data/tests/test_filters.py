@@ -21,6 +21,7 @@ from data.langid import LanguageModel
 from data.pii import Domains, DomainsConfig, Pii, PiiConfig
 from data.runner import Env
 from data.tests.helpers import dropped, run_pipeline
+from data.textnorm import normalize, split_units, word_units
 from tools import assets
 
 
@@ -53,6 +54,66 @@ def test_repetition_statistics_match_the_definition():
         top, dup = ngram_stats(words)
         assert all(dup[n] == reference_dup_chars(words, n) for n in range(5, 11))
         assert all(top[n] == reference_top_chars(words, n) for n in (2, 3, 4) if len(words) >= n)
+
+
+def reference_top_chars_joined(words, n):
+    """The same for words written without spaces between them (character units of Chinese)."""
+    counts = collections.Counter("".join(words[i : i + n]) for i in range(len(words) - n + 1))
+    gram, count = counts.most_common(1)[0]
+    return len(gram) * count
+
+
+def udhr_pages(fname: str) -> list[str]:
+    """Pages of ten paragraphs, as the synthetic corpus builds them."""
+    body = assets.path(f"multilingual/udhr/{fname}").read_text(encoding="utf-8").split("\n---\n", 1)[-1]
+    paras = [p.strip() for p in body.splitlines() if p.strip()]
+    return ["\n".join(paras[j : j + 10]) for j in range(0, len(paras), 10)]
+
+
+def test_word_units_of_unspaced_scripts():
+    units, joined = split_units("人人生而自由，在尊严和权利上一律平等。", "zh")
+    assert units[:6] == ["人", "人", "生", "而", "自", "由，"] and units[-1] == "等。" and joined[1:].all()
+    assert word_units("すべての人間は、生まれ", "ja") == ["す", "べ", "て", "の", "人", "間", "は、", "生", "ま", "れ"]
+    # Thai character clusters: marks and following vowels stay with their letter, a leading vowel with the next
+    assert word_units("มนุษย์ทั้งหลายเกิดมา", "th") == ["ม", "นุ", "ษ", "ย์", "ทั้", "ง", "ห", "ลา", "ย", "เกิ", "ด", "มา"]
+    assert word_units("모든 인간은 태어날 때부터", "ko") == ["모든", "인간은", "태어날", "때부터"]  # Korean has spaces
+    mixed = "Hello 東京 world, 「日本」です。"
+    assert split_units(mixed, "")[0] == ["Hello", "東", "京", "world,", "「日", "本」", "で", "す。"]
+    assert split_units(mixed, "en") == (mixed.split(), None)  # languages written with spaces: whitespace words
+    assert normalize("เกิดมามีอิสระ, 自由！") == "เกิดมามีอิสระ 自由"  # combining marks are part of words
+
+
+def test_repetition_statistics_on_character_units():
+    text = "".join("".join(udhr_pages("udhr_cmn_hans.txt")[:3]).split())  # no spaces at all
+    words, joined = split_units(text, "zh")
+    assert joined[1:].all() and len(words) > 500
+    top, dup = ngram_stats(words, (2, 3, 4), range(5, 11), joined)
+    assert all(top[n] == reference_top_chars_joined(words, n) for n in (2, 3, 4))
+    assert all(dup[n] == reference_dup_chars(words, n) for n in range(5, 11))
+
+
+def test_gopher_rules_on_chinese_japanese_korean_and_thai():
+    """Real clean pages (the UDHR) survive; whitespace words would drop most Chinese and Japanese pages."""
+    rep = GopherRepetition(GopherRepetitionConfig(), None)
+    quality = GopherQuality(GopherQualityConfig(languages=[]), None)
+    for fname, lang in (
+        ("udhr_cmn_hans.txt", "zh"),
+        ("udhr_cmn_hant.txt", "zh"),
+        ("udhr_jpn.txt", "ja"),
+        ("udhr_kor.txt", "ko"),
+        ("udhr_tha.txt", "th"),
+    ):
+        pages = udhr_pages(fname)[:-1]  # (the last page holds the last two or three paragraphs)
+        assert len(pages) >= 8
+        assert [keep(rep, p, lang=lang) for p in pages] == [None] * len(pages), fname
+        assert [keep(quality, p, lang=lang) for p in pages] == [None] * len(pages), fname
+        if lang in ("zh", "ja"):  # the old behaviour, whitespace words, on the same pages
+            assert sum(keep(rep, p, lang="xx") is not None for p in pages) >= len(pages) // 2
+    # ... while repetitive Chinese and Japanese pages are still caught
+    rng = random.Random(0)
+    spam = "".join(rng.choice(["今すぐ購入", "送料無料", "激安通販", "人気商品"]) for _ in range(300))
+    assert keep(rep, spam, lang="ja")[0] == "top 2-gram too frequent"
+    assert keep(quality, "人人生而自由" * 20, lang="zh") == ("too few stop words", "0")
 
 
 def keep(step, text, **doc):

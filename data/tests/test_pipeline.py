@@ -1,6 +1,7 @@
-"""The pipeline framework: funnel invariant and report, config errors, shard- and worker-count independence,
-resume after kill -9 with byte-identical output."""
+"""The pipeline framework: funnel invariant and report, config errors, the CLI's one-line errors, shard- and
+worker-count independence, resume after kill -9 with byte-identical output, no worker outliving a killed run."""
 
+import errno
 import os
 import shutil
 import signal
@@ -9,10 +10,12 @@ import sys
 import time
 
 import polars as pl
+import psutil
 import pytest
 
+from data import runner
 from data.base import StepStats, check_funnel
-from data.pipeline import PipelineConfig, check_steps
+from data.pipeline import PipelineConfig, check_steps, main
 from data.tests.helpers import corpus, dropped, final_documents, run_pipeline, tree_bytes
 from tools.config import ConfigError, parse
 from tools.paths import PACKAGE_ROOT
@@ -146,3 +149,71 @@ def test_resume_after_kill9_gives_identical_output(tmp_path):
     resumed = tree_bytes(out)
     assert sorted(resumed) == sorted(reference)
     assert [k for k in reference if reference[k] != resumed[k]] == []
+
+
+
+@pytest.mark.parametrize("args, message", [
+    (["minhash.bandz=3"], "unknown key 'minhash.bandz' in the command line (did you mean 'minhash.bands'?)"),
+    (["workers=abc"], "bad value for key 'workers' in the command line: Value 'abc' of type 'str' could not be "
+                      "converted to Integer"),
+    (["input={tmp}/missing"], "input {tmp}/missing does not exist"),
+    (["config={tmp}/missing.yaml"], "config file {tmp}/missing.yaml does not exist"),
+    (["executor=locl"], "executor must be inline, local or slurm, got 'locl'"),
+])  # fmt: skip
+def test_cli_errors_are_one_line_exit_2_and_create_nothing(tmp_path, jsonl_corpora, capsys, args, message):
+    base = [f"input={jsonl_corpora[1] / 'jsonl'}", f"output={tmp_path / 'out'}", "progress=false"]
+    assert main(base + [a.format(tmp=tmp_path) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {message.format(tmp=tmp_path)}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cli_module_prints_the_message_not_a_traceback(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    cmd = [sys.executable, "-m", "data.pipeline", f"input={tmp_path}/missing", f"output={tmp_path}/out"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr == f"error: input {tmp_path}/missing does not exist\n"
+
+
+def test_a_full_disk_in_a_task_is_one_line_naming_the_output(tmp_path, jsonl_corpora, capsys, monkeypatch):
+    class FullDisk:  # what writing a Parquet file raised on a full tmpfs
+        def __init__(self, path):
+            pass
+
+        def add(self, doc):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def abort(self):
+            pass
+
+    monkeypatch.setattr(runner, "DocumentWriter", FullDisk)
+    out = tmp_path / "out"
+    args = [f"input={jsonl_corpora[1] / 'jsonl'}", f"output={out}", "progress=false", "executor=inline"]
+    assert main(args + ["steps=[read,url_dedup]"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: [Errno 28] run_segment_task(0, 0) failed: No space left on device: '{out}'\n"
+
+
+def test_a_killed_run_leaves_no_worker_behind(tmp_path):
+    src = corpus(tmp_path / "corpus", scale=0.12, shards=6)
+    out = tmp_path / "out"
+    cmd = _pipeline_cmd(src / "warc", out)
+    cmd[cmd.index("executor=inline")] = "executor=local"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([*cmd, "workers=2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((out / "_work" / "seg-00").glob("shard-*.json")) and time.time() < deadline:
+        time.sleep(0.02)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    names = " ".join(" ".join(c.cmdline()) for c in children)
+    assert names.count("--multiprocessing-fork") == 2 and "resource_tracker" in names, names
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    deadline = time.time() + 10
+    while any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children) and time.time() < deadline:
+        time.sleep(0.1)
+    left = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    names = [" ".join(c.cmdline()) for c in left]
+    for c in left:  # a failing run of this test must not leave them behind either
+        c.kill()
+    assert names == []

@@ -105,12 +105,13 @@ def test_fit_sweep_end_to_end(tmp_path):
 
 def test_isoflop_plan_brackets_the_chinchilla_optimum():
     from eval import scaling_plan
-    from model.llama import num_params
+    from model import accounting
+    from model.llama import build
 
     budgets = [1e15, 3e15, 1e16, 3e16]
     for dim in (64, 96, 320, 512):  # the shape count agrees with the model's own
         args = scaling_plan.family_member(dim, 8192, 256)
-        assert scaling_plan.count_params(args) == num_params(args)
+        assert accounting.param_count(args) == sum(p.numel() for p in build(args, device="meta").parameters())
     runs = scaling_plan.plan_isoflop(budgets, vocab_size=8192, seq_len=256, batch_tokens=4096, models_per_budget=5)
     assert len(runs) == 20
     for budget in budgets:
@@ -118,7 +119,9 @@ def test_isoflop_plan_brackets_the_chinchilla_optimum():
         assert len({r.model["dim"] for r in rs}) == 5
         for r in rs:
             assert r.flops == pytest.approx(budget, rel=max(0.02, 1 / r.steps))  # whole steps spend the budget
-            assert r.params == scaling_plan.count_params(scaling_plan.family_member(r.model["dim"], 8192, 256))
+            member = scaling_plan.family_member(r.model["dim"], 8192, 256)
+            assert r.params == accounting.param_count(member)
+            assert r.flops_per_token == accounting.flops_per_token(member, 256)
         per_param = [r.tokens / r.params for r in rs]
         assert per_param == sorted(per_param, reverse=True)  # larger models see fewer tokens
         assert per_param[0] > 20 > per_param[-1]  # the 20 tokens/parameter point lies inside

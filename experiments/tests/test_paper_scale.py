@@ -94,8 +94,8 @@ def test_dry_run_prints_the_plan_and_sbatch_scripts(checkout):
                  "#SBATCH --signal=USR2@90", "#SBATCH --time=2880", "srun --unbuffered"):  # fmt: skip
         assert line in pretrain, line
     assert "#SBATCH --gpus-per-node" not in scripts.split("--- curate:")[1].split("--- tokenizer:")[0]
-    # The input folder's 10 files: one array task each.
-    assert "#SBATCH --array=0-9%10" in scripts and f"runs/llama3_405b/{'<run-id>'}/logs/pretrain" in pretrain
+    # The folder's 17 files (WARC, WET, JSONL, HTML, ARC, and a NOTES.md the read step skips by name): one task each.
+    assert "#SBATCH --array=0-16%17" in scripts and f"runs/llama3_405b/{'<run-id>'}/logs/pretrain" in pretrain
     assert not (checkout / "runs").exists()
 
 

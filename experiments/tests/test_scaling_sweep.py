@@ -14,7 +14,7 @@ from experiments.tests.helpers import launch
 from tools.config import load
 from tools.paths import PACKAGE_ROOT
 
-SMOKE = ("data.scale=0.25", "tokenizer.vocab_size=768", "sweep.budgets=[3e9,1.2e10]", "sweep.seq_len=128",
+SMOKE = ("data.scale=0.25", "tokenizer.vocab_size=768", "sweep.budgets=[4e9,1.6e10]", "sweep.seq_len=128",
          "sweep.batch_tokens=256", "benchmark.items=8", "sweep.n_boot=5")  # fmt: skip
 
 
@@ -95,17 +95,31 @@ def test_smoke_sweep_end_to_end(checkout):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     fit = checkout / "runs/scaling_sweep/s/stages/fit"
     records = [json.loads(line) for line in (fit / "records.jsonl").read_text().splitlines()]
-    assert len(records) == 6 and {r["budget"] for r in records} == {3e9, 1.2e10}
+    assert len(records) == 6 and {r["budget"] for r in records} == {4e9, 1.6e10}
     for r in records:
         assert r["flops"] == pytest.approx(r["budget"], rel=0.01) and 0 <= r["accuracy"] <= 1 and r["nll"] > 0
     # More compute, lower loss: every run at 4x the budget beats every run at the small one, on both signals.
-    small, large = ([r for r in records if r["budget"] == b] for b in (3e9, 1.2e10))
+    small, large = ([r for r in records if r["budget"] == b] for b in (4e9, 1.6e10))
     assert max(r["loss"] for r in large) < min(r["loss"] for r in small)
     assert max(r["nll"] for r in large) < min(r["nll"] for r in small)
     result = json.loads((fit / "fits.json").read_text())
     # Each budget is either fitted (its minimum among its runs' tokens or near them) or left out with its reason.
     fitted = [p["budget"] for p in result["isoflop"]] + [float(b) for b in result["skipped"]]
-    assert sorted(fitted) == [3e9, 1.2e10] and result["paper"]["tokens_from_constants"] > 1e13
+    assert sorted(fitted) == [4e9, 1.6e10] and result["paper"]["tokens_from_constants"] > 1e13
     report = (fit / "report.md").read_text()
     assert report.startswith("# isoFLOP sweep") and all(f"{b} (budget {b}: " in report for b in result["skipped"])
     assert (fit / "plots" / "isoflop.png").stat().st_size > 1000
+
+
+def test_the_sweeps_compute_is_in_the_units_mfu_uses():
+    """The sweep's budgets and the MFU monitor count FLOPs per token the same way (model/accounting.py)."""
+    from eval import scaling_plan
+    from model.presets import preset
+    from training.monitor import flops_per_token
+
+    runs = scaling_plan.plan_isoflop([1e15], vocab_size=4096, seq_len=512, batch_tokens=4096, models_per_budget=3)
+    for r in runs:
+        args = scaling_plan.family_member(r.model["dim"], 4096, 512)
+        assert r.flops_per_token == flops_per_token(args, 512)
+    args = preset("8b")
+    assert flops_per_token(args, 8192) == 6 * (8_030_261_248 - 128256 * 4096) + 12 * 32 * 4096 * 8192

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import stat
 import subprocess
 import time
 
+import psutil
 import pytest
 
 from experiments import dag, executors, provenance
 from experiments.tests import toy
 from experiments.tests.helpers import executions, launch
+from tools import atomic
 from tools.paths import PACKAGE_ROOT
 
 TOY = "experiments.tests.toy"
@@ -151,8 +155,17 @@ def test_kill_9_mid_stage_then_resume(checkout):
     else:
         proc.kill()
         pytest.fail("slow_sum never got going: " + proc.stdout.read().decode())
+    children = psutil.Process(proc.pid).children(recursive=True)  # submitit's controller and the stage's job
+    assert len(children) >= 2, children
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    deadline = time.time() + 10
+    while any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children) and time.time() < deadline:
+        time.sleep(0.1)
+    left = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    for c in left:
+        c.kill()
+    assert left == []
     assert not dag.completed(run, "slow_sum") and dag.completed(run, "numbers")
 
     out = launch(checkout, "run_id=k", "executor=local", "count=60", "sleep=0.05")
@@ -165,3 +178,85 @@ def test_kill_9_mid_stage_then_resume(checkout):
     assert json.loads((run / "stages/report/report.json").read_text())["ok"] is True
     prov = json.loads((run / "provenance.json").read_text())
     assert len(prov["resumes"]) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["executor=locl"], "error: executor must be one of ('auto', 'local', 'slurm', 'debug'), got 'locl'"),
+    (["stage_slurm.slow_summ.nodes=2"], "error: stage_slurm names no stage of this experiment: ['slow_summ']"),
+    (["stage_slurm.slow_sum.gpuz=1"], "error: stage_slurm.slow_sum has unknown keys ['gpuz']"),
+])  # fmt: skip
+def test_a_bad_config_is_one_line_and_creates_nothing(checkout, args, message):
+    out = launch(checkout, "run_id=bad", *args)
+    assert out.returncode == 2 and out.stderr.startswith(message) and "Traceback" not in out.stderr, out.stderr
+    assert not (checkout / "runs").exists()  # so run_id=latest cannot pick up a run that never started
+
+
+def test_a_refused_launcher_writes_no_record(checkout):
+    assert launch(checkout, "run_id=c", "executor=debug", "count=3").returncode == 0
+    run = checkout / "runs/toy/c"
+    before = (run / "provenance.json").read_text()
+    with dag.run_lock(run):  # another launcher holds the run
+        out = launch(checkout, "run_id=c", "executor=debug", "count=3")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"error: run directory {run} is in use by the launcher with pid {os.getpid()}" in out.stderr
+    assert (run / "provenance.json").read_text() == before  # no resume record for a run that did not resume
+    assert launch(checkout, "run_id=c", "executor=debug", "count=3").returncode == 0
+    assert len(json.loads((run / "provenance.json").read_text())["resumes"]) == 1
+
+
+def test_a_run_fixed_in_its_config_resumes_with_the_change_recorded(checkout):
+    out = launch(checkout, "run_id=f", "executor=local", "count=5", "fail_in=slow_sum")
+    assert out.returncode == 1 and "run the same command with run_id=f" in out.stderr
+    assert "--allow-config-change" in out.stderr
+    out = launch(checkout, "run_id=f", "executor=local", "count=5")  # the fix is to the config
+    assert out.returncode != 0 and "keys differ: fail_in ('slow_sum' -> '')" in out.stderr
+    assert "--allow-config-change to resume with the change recorded" in out.stderr
+    out = launch(checkout, "run_id=f", "executor=local", "count=5", "--allow-config-change")
+    assert out.returncode == 0, out.stdout + out.stderr
+    run = checkout / "runs/toy/f"
+    resumes = json.loads((run / "provenance.json").read_text())["resumes"]
+    assert [r.get("config_changes") for r in resumes] == [{"fail_in": {"before": "slow_sum", "after": ""}}]
+    assert "fail_in: ''" in (run / "config.yaml").read_text()
+    assert executions(run).count("numbers start") == 1  # the completed stage was kept
+    assert launch(checkout, "run_id=f", "executor=local", "count=5").returncode == 0  # the config it goes on with
+
+
+def records_paths(ctx):
+    """A stage that names files of its workdir in what it returns and in its JSON records, as training does."""
+    (ctx.workdir / "model").mkdir(exist_ok=True)
+    record = {"model": str(ctx.workdir / "model"), "dir": str(ctx.workdir), "other": "/elsewhere/x",
+              "list": [1, str(ctx.workdir / "plots/a.png")]}  # fmt: skip
+    atomic.write_json(ctx.workdir / "summary.json", record)
+    atomic.write_json(ctx.workdir / "stage1" / "DONE.json", record)
+    return record
+
+
+def test_published_records_point_at_the_published_stage(tmp_path):
+    cfg = toy.Config(executor="debug")
+    ex = executors.StageExecutor(cfg, tmp_path, log=lambda *_: None)
+    stages = [dag.Stage("paths", records_paths)]
+    dag.run(stages, tmp_path, cfg, ex, log=lambda *_: None)
+    final = tmp_path / "stages/paths"
+    want = {"model": str(final / "model"), "dir": str(final), "other": "/elsewhere/x",
+            "list": [1, str(final / "plots/a.png")]}  # fmt: skip
+    assert json.loads((final / dag.COMPLETE).read_text())["result"] == want
+    for name in ("summary.json", "stage1/DONE.json"):
+        assert json.loads((final / name).read_text()) == want, name
+    assert (final / "model").is_dir()
+    # Killed between the rename and the rewrite: the next launch finishes the rewrite.
+    atomic.write_json(final / "summary.json", {"model": str(tmp_path / "stages/paths.partial/model")})
+    assert dag.run(stages, tmp_path, cfg, ex, log=lambda *_: None).skipped == ["paths"]
+    assert json.loads((final / "summary.json").read_text()) == {"model": str(final / "model")}
+
+
+def test_a_run_directory_is_readable_by_others_as_the_umask_allows(checkout):
+    old = os.umask(0o022)
+    try:
+        assert launch(checkout, "run_id=m", "executor=debug", "count=3").returncode == 0
+    finally:
+        os.umask(old)
+    run = checkout / "runs/toy/m"
+    modes = {str(p.relative_to(run)): stat.S_IMODE(p.stat().st_mode) for p in [run, *run.rglob("*")]}
+    assert {"config.yaml", "provenance.json", "stages/report/COMPLETE.json", "stages/report/report.json"} <= set(modes)
+    assert {k: m for k, m in modes.items() if m != (0o755 if (run / k).is_dir() else 0o644)} == {}
+

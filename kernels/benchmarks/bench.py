@@ -159,13 +159,12 @@ def liger(attr_path: str):
 def bench_rmsnorm(cfg, device, dtype, budget):
     import torch
 
-    from kernels.rmsnorm import rms_norm
-    from model.llama import RMSNorm
+    from kernels import reference, rms_norm
 
-    ref = RMSNorm(cfg.dim, 1e-5).to(device, dtype)
+    weight = torch.ones(cfg.dim, device=device, dtype=dtype, requires_grad=True)
     x = torch.randn(cfg.tokens, cfg.dim, device=device, dtype=dtype, requires_grad=True)
     g = torch.randn_like(x)
-    inputs = (x, ref.weight)
+    inputs = (x, weight)
     LigerRMSNorm = liger("liger_kernel.transformers.LigerRMSNorm")
 
     def liger_variant():
@@ -176,8 +175,12 @@ def bench_rmsnorm(cfg, device, dtype, budget):
 
     variants = {
         "triton": lambda: fwd_bwd(lambda x, w: rms_norm(x, w, 1e-5), inputs, g),
-        "eager": lambda: fwd_bwd(lambda x, w: ref(x), inputs, g),
-        "compile": lambda: fwd_bwd(torch.compile(lambda x, w: ref(x)), inputs, g) if cfg.compile else "compile=false",
+        "eager": lambda: fwd_bwd(lambda x, w: reference.rms_norm(x, w, 1e-5), inputs, g),
+        "compile": lambda: (
+            fwd_bwd(torch.compile(lambda x, w: reference.rms_norm(x, w, 1e-5)), inputs, g)
+            if cfg.compile
+            else "compile=false"
+        ),
         "liger": liger_variant,
     }
     return run_op("rmsnorm", variants, cfg, device, budget, shape=[cfg.tokens, cfg.dim])
@@ -204,16 +207,10 @@ def document_ids(cfg, device):
 def bench_rope(cfg, device, dtype, budget):
     import torch
 
-    from kernels.rope import rope_
-    from model import rope as model_rope
-    from model.attention import document_positions
-    from model.llama import ModelArgs
+    from kernels import reference, rope_
 
     hd = cfg.dim // cfg.n_heads
-    args = ModelArgs(dim=cfg.dim, n_heads=cfg.n_heads, max_seq_len=cfg.tokens)
-    cos, sin = (t.to(device) for t in model_rope.table(args))
-    positions = document_positions(document_ids(cfg, device)[0])
-    cos, sin = cos[positions], sin[positions]
+    cos, sin = reference.rope_angles(reference.document_positions(document_ids(cfg, device)[0]), hd)
     qp = torch.randn(1, cfg.tokens, cfg.n_heads * hd, device=device, dtype=dtype, requires_grad=True)
     kp = torch.randn(1, cfg.tokens, cfg.n_kv_heads * hd, device=device, dtype=dtype, requires_grad=True)
     shape = (1, cfg.tokens, -1, hd)
@@ -222,7 +219,7 @@ def bench_rope(cfg, device, dtype, budget):
     # it rotates the projection outputs), so all times include the same two copies.
     def eager(qp, kp):
         q, k = qp.clone().view(shape), kp.clone().view(shape)
-        return torch.cat([model_rope.apply(q, cos, sin).flatten(2), model_rope.apply(k, cos, sin).flatten(2)], -1)
+        return torch.cat([reference.rope(q, cos, sin).flatten(2), reference.rope(k, cos, sin).flatten(2)], -1)
 
     def kernel(qp, kp):
         q, k = rope_(qp.clone(), kp.clone(), cos, sin)
@@ -240,9 +237,8 @@ def bench_rope(cfg, device, dtype, budget):
 
 def bench_swiglu(cfg, device, dtype, budget):
     import torch
-    import torch.nn.functional as F
 
-    from kernels.swiglu import swiglu
+    from kernels import reference, swiglu
 
     a = torch.randn(cfg.tokens, cfg.ffn_hidden, device=device, dtype=dtype, requires_grad=True)
     b = torch.randn_like(a, requires_grad=True)
@@ -250,10 +246,8 @@ def bench_swiglu(cfg, device, dtype, budget):
     silu_mul = liger("liger_kernel.ops.swiglu.LigerSiLUMulFunction")
     variants = {
         "triton": lambda: fwd_bwd(swiglu, (a, b), g),
-        "eager": lambda: fwd_bwd(lambda a, b: F.silu(a) * b, (a, b), g),
-        "compile": lambda: (
-            fwd_bwd(torch.compile(lambda a, b: F.silu(a) * b), (a, b), g) if cfg.compile else "compile=false"
-        ),
+        "eager": lambda: fwd_bwd(reference.swiglu, (a, b), g),
+        "compile": lambda: fwd_bwd(torch.compile(reference.swiglu), (a, b), g) if cfg.compile else "compile=false",
         "liger": lambda: fwd_bwd(silu_mul.apply, (a, b), g) if silu_mul else "Liger-Kernel not installed",
     }
     return run_op("swiglu", variants, cfg, device, budget, shape=list(a.shape))
@@ -270,8 +264,7 @@ def _attention_case(cfg, device, budget, name, qkv, g, doc_ids, lengths):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    from kernels.flash_attention import flash_attention
-    from model.attention import DocMask, attend
+    from kernels import flash_attention, reference
 
     T = cfg.tokens
 
@@ -295,9 +288,8 @@ def _attention_case(cfg, device, budget, name, qkv, g, doc_ids, lengths):
 
         return fwd_bwd(varlen, qkv, g)
 
-    def dense_sdpa():  # model.attention's reference path: a dense [T, T] boolean mask
-        mask = DocMask.build(doc_ids, "sdpa", T, device)
-        return fwd_bwd(lambda q, k, v: _t(attend(_t(q), _t(k), _t(v), mask)), qkv, g)
+    def dense_sdpa():  # the reference path (model.attention's "sdpa" backend): a dense [T, T] boolean mask
+        return fwd_bwd(lambda q, k, v: reference.attention(q, k, v, doc_ids), qkv, g)
 
     def flex():  # torch.compile's attention: flex_attention with a block mask
         def mask_mod(b, h, qi, ki):
@@ -340,7 +332,7 @@ def bench_cross_entropy(cfg, device, dtype, budget):
     import torch
     import torch.nn.functional as F
 
-    from kernels.cross_entropy import fused_linear_cross_entropy
+    from kernels import fused_linear_cross_entropy
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     h = torch.randn(cfg.tokens, cfg.dim, device=device, dtype=dtype, generator=gen).requires_grad_()

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from kernels.cross_entropy import fused_linear_cross_entropy
+from kernels import fused_linear_cross_entropy
 
 
 def problem(N, D, V, dtype, seed=0, ignore_index=-100):

@@ -1,4 +1,4 @@
-"""Flash attention against the dense-mask SDPA reference (model.attention, backend "sdpa"): several documents
+"""Flash attention against the dense-mask SDPA reference (kernels.reference.attention): several documents
 per row including length-1 documents, GQA, lengths not a multiple of the tile, uneven tiles, forward and the
 gradients of q, k and v.
 
@@ -10,16 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.flash_attention import document_bounds, flash_attention, flash_attention_varlen
-from model.attention import DocMask, attend
+from kernels import flash_attention, flash_attention_varlen, reference
+from kernels._flash_attention import document_bounds
 
 FP32 = dict(atol=2e-5, rtol=2e-5)
-
-
-def reference(q, k, v, doc_ids):
-    """model.attention's dense-mask SDPA on [B, T, H, D] tensors."""
-    mask = DocMask.build(doc_ids, "sdpa", q.shape[1], q.device)
-    return attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask).transpose(1, 2)
 
 
 def inputs(B, T, H, HKV, D, dtype, seed=0):
@@ -49,7 +43,7 @@ CASES = [
 def test_fp32_matches_dense_mask_sdpa(B, T, H, HKV, D, doc_ids, blocks):
     q, k, v, g = inputs(B, T, H, HKV, D, torch.float32)
     got = forward_backward(lambda q, k, v: flash_attention(q, k, v, doc_ids, blocks=blocks), q, k, v, g)
-    want = forward_backward(lambda q, k, v: reference(q, k, v, doc_ids), q, k, v, g)
+    want = forward_backward(lambda q, k, v: reference.attention(q, k, v, doc_ids), q, k, v, g)
     for name, a, b in zip(("out", "dq", "dk", "dv"), got, want):
         torch.testing.assert_close(a, b, **FP32, msg=lambda m, name=name: f"{name}: {m}")
 
@@ -58,9 +52,9 @@ def test_bf16_error_is_within_twice_pytorch_bf16_error():
     doc_ids = torch.stack([runs(6, 1, 25, 1), runs(33)])
     q, k, v, g = inputs(2, 33, 4, 1, 32, torch.bfloat16, seed=1)
     got = forward_backward(lambda q, k, v: flash_attention(q, k, v, doc_ids), q, k, v, g)
-    torch_bf16 = forward_backward(lambda q, k, v: reference(q, k, v, doc_ids), q, k, v, g)
+    torch_bf16 = forward_backward(lambda q, k, v: reference.attention(q, k, v, doc_ids), q, k, v, g)
     q32, k32, v32 = (x.detach().float().requires_grad_() for x in (q, k, v))
-    exact = forward_backward(lambda q, k, v: reference(q, k, v, doc_ids), q32, k32, v32, g.float())
+    exact = forward_backward(lambda q, k, v: reference.attention(q, k, v, doc_ids), q32, k32, v32, g.float())
     for name, a, b, e in zip(("out", "dq", "dk", "dv"), got, torch_bf16, exact):
         err, torch_err = (a.float() - e).abs().max().item(), (b.float() - e).abs().max().item()
         assert err <= 2 * torch_err + 2e-3, f"{name}: kernel error {err} vs PyTorch bf16 error {torch_err}"
@@ -90,14 +84,14 @@ def test_varlen_packed_layout_equals_attention_per_document():
 
 
 def test_documents_are_runs_of_equal_ids():
-    # ids 0,0,1,1,0,0: the second run of 0 is a new document (it may not see the first), as in model.attention.
+    # ids 0,0,1,1,0,0: the second run of 0 is a new document (it may not see the first).
     doc_ids = torch.tensor([[0, 0, 1, 1, 0, 0]])
     start, end = document_bounds(doc_ids)
     assert start.tolist() == [[0, 0, 2, 2, 4, 4]] and end.tolist() == [[1, 1, 3, 3, 5, 5]]
     q, k, v, _ = inputs(1, 6, 2, 2, 8, torch.float32)
     relabelled = torch.tensor([[0, 0, 1, 1, 2, 2]])
     with torch.no_grad():
-        torch.testing.assert_close(flash_attention(q, k, v, doc_ids), reference(q, k, v, relabelled), **FP32)
+        torch.testing.assert_close(flash_attention(q, k, v, doc_ids), reference.attention(q, k, v, relabelled), **FP32)
 
 
 def test_bad_input_is_named():

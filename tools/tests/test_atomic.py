@@ -68,3 +68,25 @@ def test_replacing_hands_a_writer_a_temp_path_with_its_extension(tmp_path):
         raise RuntimeError("writer failed")
     assert np.load(out)["a"].tolist() == [0, 1, 2]  # the old file stands
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o007])
+def test_files_and_directories_get_the_mode_a_plain_open_would(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        atomic.write_json(tmp_path / "a.json", {"x": 1})
+        with atomic.replacing(tmp_path / "b.png", ".png") as tmp:
+            tmp.write_bytes(b"png")
+        with atomic.directory(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("x")
+        (tmp_path / "plain").write_text("x")
+        (tmp_path / "plain_dir").mkdir()
+    finally:
+        os.umask(old)
+    mode = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert mode == {"a.json": 0o666 & ~mask, "b.png": 0o666 & ~mask, "d": 0o777 & ~mask,
+                    "plain": 0o666 & ~mask, "plain_dir": 0o777 & ~mask}  # fmt: skip
+    # Replacing a file keeps its mode, as writing it in place would.
+    (tmp_path / "a.json").chmod(0o640)
+    atomic.write_json(tmp_path / "a.json", {"x": 2})
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640

@@ -66,8 +66,8 @@ def test_as_root_it_installs_bazel_with_apt_get(machine):
     fake_tool(bin_, "id", "echo 0")
     log = root.parent / "apt.log"
     # apt-get "installs" a bazel-4 that records its arguments; python is still missing afterwards.
-    fake_tool(bin_, "apt-get", f'echo "$@" >> {log}\ncase "$*" in *bazel-bootstrap*) '
-                               f'printf "#!/bin/sh\\necho bazel \\"\\$@\\"\\n" > {bin_}/bazel-4; chmod +x {bin_}/bazel-4;; esac')  # fmt: skip
+    bazel = f'printf "#!/bin/sh\\necho bazel \\"\\$@\\"\\n" > {bin_}/bazel-4; chmod +x {bin_}/bazel-4'
+    fake_tool(bin_, "apt-get", f'echo "$@" >> {log}\ncase "$*" in *bazel-bootstrap*) {bazel};; esac')
     out = run(root, bin_, "info")
     assert "installing bazel-bootstrap" in out.stderr
     assert "install -y -qq bazel-bootstrap" in log.read_text()

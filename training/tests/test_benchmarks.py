@@ -8,9 +8,11 @@ from training.benchmarks import mfu, overhead
 
 
 def test_overhead_benchmark_reports_both_sides():
-    r = overhead.run(overhead.OverheadConfig(steps=2, rounds=1, rows=4, seq_len=32, threads=1))
-    assert r["trainer_tokens_per_s"] > 0 and r["bare_tokens_per_s"] > 0
-    assert r["ratio"] == pytest.approx(r["trainer_tokens_per_s"] / r["bare_tokens_per_s"])
+    r = overhead.run(overhead.OverheadConfig(steps=2, rounds=3, rows=4, seq_len=32, threads=1))
+    assert r["weights_identical"] and r["trainer_tokens_per_s"] > 0 and r["bare_tokens_per_s"] > 0
+    ratios = sorted(t / b for t, b in zip(r["seconds"]["trainer"], r["seconds"]["bare"]))
+    assert r["time_ratio"] == pytest.approx(ratios[1]) and r["overhead"] == pytest.approx(ratios[1] - 1)
+    assert r["time_ratio_min"] == ratios[0] and r["time_ratio_max"] == ratios[2]
 
 
 def test_mfu_benchmark_runs_on_cpu_with_tiny_shapes():

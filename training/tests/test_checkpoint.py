@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.distributed.checkpoint.api import CheckpointException
 
 from model.llama import build
 from model.presets import preset
@@ -96,3 +100,40 @@ def test_the_trainer_resumes_from_the_previous_checkpoint_when_the_newest_is_tor
     assert len(torn) == 1 and "step_00000008" in torn[0]["message"]
     assert events[-1]["event"] == "resume" and events[-1]["step"] == 4
     assert json.loads((tmp_path / "run/checkpoints/step_00000004/trainer.json").read_text())["step"] == 4
+
+
+@pytest.mark.parametrize("failure", ["enospc", "short_write", "read_only", "other"])
+def test_a_failed_save_says_why_names_the_path_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, failure):
+    """What DCP raised when a checkpoint met a full tmpfs: its OSError wrapped, or torch's writer hiding it."""
+    model, opt = model_and_optimizer(0)
+    c = ckpt.Checkpointer(tmp_path, DistInfo())
+    first = c.save(1, model, opt, {"step": 1})
+    cause = {
+        "enospc": OSError(errno.ENOSPC, "No space left on device"),
+        "short_write": RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),
+        "read_only": OSError(errno.EROFS, "Read-only file system", str(tmp_path / ".step_00000002.tmp/.metadata")),
+        "other": RuntimeError("something else"),
+    }[failure]
+    free = 4096 if failure == "short_write" else 10**12  # a full disk has less room than the save needs
+
+    def failing_save(state, checkpoint_id, no_dist):
+        (checkpoint_id / "__0_0.distcp").write_bytes(b"half a shard")
+        raise CheckpointException("save failed", {0: (cause, None)})
+
+    monkeypatch.setattr(ckpt.dcp, "save", failing_save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=free))
+    with pytest.raises((OSError, CheckpointException)) as info:
+        c.save(2, model, opt, {"step": 2})
+    message = str(info.value)
+    if failure in ("enospc", "short_write"):
+        assert info.value.errno == errno.ENOSPC
+        assert f"no space left on device while saving checkpoint {tmp_path / 'step_00000002'}" in message
+        assert "4 KiB free there" in message if failure == "short_write" else "931.3 GiB free there" in message
+        assert str(tmp_path / ".step_00000002.tmp") in message
+    elif failure == "read_only":
+        assert info.value.errno == errno.EROFS and "read-only file system while saving checkpoint" in message
+        assert ".step_00000002.tmp/.metadata" in message
+    else:
+        assert isinstance(info.value, CheckpointException) and "something else" in message  # not a disk problem
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000001"]  # the partial save is gone
+    assert ckpt.latest_complete(tmp_path)[0] == first

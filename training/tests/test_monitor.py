@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
+import psutil
 import pytest
 
-from model.llama import num_params
+from model.accounting import param_count
 from model.presets import preset
 from training.config import MonitorConfig
 from training.monitor import Monitor, device_key, flops_per_token, read_metrics, step_records
@@ -14,7 +18,7 @@ from training.trainer import Trainer
 
 def test_flops_per_token_and_the_device_table():
     args = preset("8b")
-    matmul_params = num_params(args) - args.vocab_size * args.dim
+    matmul_params = param_count(args) - args.vocab_size * args.dim
     assert flops_per_token(args, 8192) == 6 * matmul_params + 12 * 32 * 4096 * 8192
     assert flops_per_token(args, 8192) == pytest.approx(5.79e10, rel=1e-3)
     assert device_key("NVIDIA H100 80GB HBM3") == "h100"
@@ -61,3 +65,58 @@ def test_step_records_carry_throughput_mfu_and_memory(tmp_path):
         assert r["tokens_per_s"] > 0 and r["mem_gb"] > 0
         assert r["mfu"] == pytest.approx(r["tokens_per_s"] * flops_per_token(t.args, 32) / 1e9)
         assert {"loss", "lr", "grad_norm", "tokens", "seq_len", "batch_tokens"} <= set(r)
+
+
+def test_wandb_dying_under_the_run_turns_it_off_and_training_goes_on(tmp_path, monkeypatch, caplog):
+    """Slurm's SIGTERM reaches wandb's service too: the next wandb call fails, the monitor carries on without it."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    m = Monitor(tmp_path, MonitorConfig(wandb=True, progress=False), main=True, phase="pretrain")
+    m.step({"step": 1, "tokens": 10, "loss": 3.0, "lr": 1e-3})
+    service = [p for p in psutil.Process().children(recursive=True) if p.name() == "wandb-core"]
+    assert len(service) == 1
+    service[0].send_signal(signal.SIGTERM)
+    service[0].wait(timeout=30)
+    for step in (2, 3):
+        m.step({"step": step, "tokens": 10 * step, "loss": 3.0, "lr": 1e-3})
+    m.event("checkpoint", step=3, path="step_00000003")
+    m.close()
+    assert m.run is None
+    assert [r["step"] for r in step_records(tmp_path / "metrics.jsonl")] == [1, 2, 3]
+    assert [r["event"] for r in read_metrics(tmp_path / "metrics.jsonl") if "event" in r] == ["checkpoint"]
+    failed = [r.getMessage() for r in caplog.records if "wandb failed" in r.getMessage()]
+    assert len(failed) == 1 and "it is off for the rest of pretrain" in failed[0], failed
+
+
+def test_loggers_that_raise_or_hang_are_bounded(tmp_path, caplog):
+    class Broken:
+        def log(self, values):
+            raise ConnectionResetError("Connection lost")
+
+    class Hung:
+        def log(self, values):
+            pass
+
+        def finish(self):
+            time.sleep(60)
+
+    class BrokenBar:
+        def update(self, n):
+            raise OSError(32, "Broken pipe")
+
+        def close(self):
+            raise AssertionError("a failed progress bar is not touched again")
+
+    m = Monitor(tmp_path, MonitorConfig(wandb=False, progress=False), main=True, phase="pretrain")
+    m.run, m.bar = Broken(), BrokenBar()
+    m.event("resume", step=0)
+    m.advance(10)
+    m.step({"step": 1, "tokens": 10, "loss": 3.0, "lr": 1e-3})
+    assert m.run is None and m.bar is None
+    messages = " | ".join(r.getMessage() for r in caplog.records)
+    assert "wandb failed (ConnectionResetError: Connection lost)" in messages
+    assert "progress bar failed (BrokenPipeError: [Errno 32] Broken pipe)" in messages
+    m.run = Hung()
+    start = time.perf_counter()
+    m.close(timeout=0.5)
+    assert time.perf_counter() - start < 10 and "wandb could not finish (no answer within 0.5 s)" in caplog.text
+    assert [r["step"] for r in step_records(tmp_path / "metrics.jsonl")] == [1]

@@ -1,46 +1,38 @@
-"""`apply(model, ops)`: run a model.llama.Transformer on the Triton kernels, applied from outside (torchtitan-style).
+"""The kernel backend of a training run (`parallel.kernels`), applied to model.llama from outside (torchtitan-style).
+
+- reference: model.llama's own PyTorch modules (nothing is swapped).
+- triton: the Triton ops of `kernels` (RMSNorm, RoPE, SwiGLU, flash attention with document masking).
 
 Each matching submodule's class is swapped in place for a subclass whose forward calls the kernels; parameters,
 buffers, names, state dicts and init_weights are untouched, so checkpoints, FSDP and optimizers see the same
-model. Apply before wrapping modules (fully_shard, activation checkpointing, compile).
+model. `parallelize` applies it first, before activation checkpointing, compile and FSDP (a wrapped module is
+refused). model/ knows nothing of kernels and kernels nothing of model/: this file is where they meet. The fused
+loss stays the loss's own switch (`loss=fused`, training/losses.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from kernels import _triton
-from kernels.flash_attention import flash_attention
-from kernels.rmsnorm import rms_norm
-from kernels.rope import rope_
-from kernels.swiglu import swiglu
+import kernels
 from model import attention, llama
 from model import rope as model_rope
 
+BACKENDS = ("reference", "triton")
 OPS = ("rmsnorm", "rope", "swiglu", "attention")
-
-
-@dataclass
-class KernelsConfig:
-    """The backend switch for a training config: which ops run on Triton kernels (empty: the PyTorch path),
-    passed as `apply(model, cfg.ops)`. The fused loss is the caller's switch (it replaces `model.output` +
-    cross-entropy with `fused_linear_cross_entropy`; training's `loss=fused`)."""
-
-    ops: list[str] = field(default_factory=list)
 
 
 class KernelRMSNorm(llama.RMSNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, self.weight, self.eps)
+        return kernels.rms_norm(x, self.weight, self.eps)
 
 
 class KernelFeedForward(llama.FeedForward):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(swiglu(self.w1(x), self.w3(x)))
+        return self.w2(kernels.swiglu(self.w1(x), self.w3(x)))
 
 
 class KernelAttention(llama.Attention):
@@ -54,14 +46,14 @@ class KernelAttention(llama.Attention):
         B, T, _ = x.shape
         q, k, v = self.wq(x), self.wk(x), self.wv(x)  # [B, T, heads * head_dim]
         if "rope" in self.kernel_ops:
-            q, k = rope_(q, k, cos, sin)
+            q, k = kernels.rope_(q, k, cos, sin)
         q = q.view(B, T, self.n_heads, self.head_dim)
         k = k.view(B, T, self.n_kv_heads, self.head_dim)
         v = v.view(B, T, self.n_kv_heads, self.head_dim)
         if "rope" not in self.kernel_ops:
             q, k = model_rope.apply(q, cos, sin), model_rope.apply(k, cos, sin)
         if "attention" in self.kernel_ops:
-            out = flash_attention(q, k, v, mask.doc_ids)  # [B, T, H, D], no transposes needed
+            out = kernels.flash_attention(q, k, v, mask.doc_ids)  # [B, T, H, D], no transposes needed
         else:
             out = attention.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask).transpose(1, 2)
         return self.wo(out.reshape(B, T, -1))
@@ -73,22 +65,19 @@ _SWAPS = ((llama.RMSNorm, KernelRMSNorm, "rmsnorm"), (llama.FeedForward, KernelF
 def _swap(module: nn.Module, base: type, kernel_cls: type, wanted: bool) -> None:
     if type(module) not in (base, kernel_cls):
         raise TypeError(
-            f"kernels.apply: {type(module).__name__} is a wrapped {base.__name__}; apply kernels before wrapping "
+            f"kernel swap: {type(module).__name__} is a wrapped {base.__name__}; swap kernels in before wrapping "
             "modules (fully_shard, checkpointing, compile)"
         )
     module.__class__ = kernel_cls if wanted else base
 
 
-def apply(model: nn.Module, ops: Iterable[str] = OPS) -> nn.Module:
-    """Swap the chosen ops of every block of `model` (a model.llama.Transformer or any module holding its
-    layers) to Triton kernels; ops not named go back to PyTorch. Returns the model, changed in place."""
+def swap(model: nn.Module, ops: Iterable[str] = OPS) -> nn.Module:
+    """Put the chosen ops of every block of `model` (a model.llama.Transformer or any module holding its layers)
+    on the Triton kernels; ops not named go back to PyTorch. Returns the model, changed in place."""
     ops = frozenset(ops)
     unknown = ops - set(OPS)
     if unknown:
-        raise ValueError(f"kernels.apply: unknown ops {sorted(unknown)} (known: {', '.join(OPS)})")
-    param = next(model.parameters(), None)
-    if ops and param is not None:
-        _triton.check_device(param)
+        raise ValueError(f"kernel swap: unknown ops {sorted(unknown)} (known: {', '.join(OPS)})")
     for module in model.modules():
         for base, kernel_cls, op in _SWAPS:
             if isinstance(module, base):
@@ -99,3 +88,16 @@ def apply(model: nn.Module, ops: Iterable[str] = OPS) -> nn.Module:
             if attn_ops:
                 module.kernel_ops = attn_ops
     return model
+
+
+def apply_kernels(model: nn.Module, backend: str, device: torch.device) -> nn.Module:
+    """`parallel.kernels`: every op on the Triton kernels (triton) or none (reference), for a model that will
+    run on `device` (it may still be on the meta device). Fails clearly where the kernels cannot run there."""
+    if backend not in BACKENDS:
+        raise ValueError(f"parallel.kernels must be one of {', '.join(BACKENDS)}, got '{backend}'")
+    if backend == "triton":
+        try:
+            kernels.check_runnable(device)
+        except (ImportError, RuntimeError) as e:
+            raise RuntimeError(f"parallel.kernels=triton on {device}: {e}") from e
+    return swap(model, OPS if backend == "triton" else ())

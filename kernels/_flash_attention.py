@@ -1,8 +1,8 @@
 """Flash attention (FlashAttention-2 schedule) with causal document masking and GQA, forward and backward.
 
 Query i attends to key j iff doc_start(i) <= j <= i: causal, and never across a document boundary, where a
-document is a contiguous run of equal ids in `doc_ids` [B, T] (model.attention's definition) or a segment of
-`cu_seqlens` in the packed varlen layout. Tiles wholly outside [doc_start, i] are skipped, so a pack of short
+document is a contiguous run of equal ids in `doc_ids` [B, T] (so 0,0,1,1,0,0 is three documents) or a segment
+of `cu_seqlens` in the packed varlen layout. Tiles wholly outside [doc_start, i] are skipped, so a pack of short
 documents costs what its documents cost, not T^2. GQA: query head h reads KV head h // (H / H_kv); the dK/dV
 kernel sums over the H / H_kv query heads of its KV head, so no atomics are needed.
 
@@ -21,7 +21,6 @@ import triton
 import triton.language as tl
 
 from kernels import _triton
-from model.attention import document_positions
 
 LOG2E = 1.4426950408889634
 
@@ -263,10 +262,13 @@ def document_bounds(doc_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """First and last index of each token's document, int32 [B, T] each (documents = runs of equal ids)."""
     B, T = doc_ids.shape
     idx = torch.arange(T, device=doc_ids.device).expand(B, T)
-    start = idx - document_positions(doc_ids)
-    is_last = torch.ones_like(doc_ids, dtype=torch.bool)
-    is_last[:, :-1] = doc_ids[:, 1:] != doc_ids[:, :-1]
-    # the nearest document end at or after each token: a reversed running minimum
+    is_first = torch.ones_like(doc_ids, dtype=torch.bool)
+    is_first[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    is_last = torch.ones_like(is_first)
+    is_last[:, :-1] = is_first[:, 1:]
+    # the nearest document start at or before each token (a running maximum), and the nearest end at or after
+    # it (a reversed running minimum)
+    start = torch.where(is_first, idx, 0).cummax(1).values
     end = torch.where(is_last, idx, T).flip(1).cummin(1).values.flip(1)
     return start.to(torch.int32).contiguous(), end.to(torch.int32).contiguous()
 
