@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,60 @@ from time import perf_counter
 from typing import Any
 
 from data.document import Document
+
+
+@dataclass(frozen=True)
+class InputShard:
+    path: str  # absolute path of a file (or a Hugging Face dataset directory)
+    name: str  # its name relative to the inputs' common folder (document ids are built from it)
+    part: int = 0  # records part::parts of the file belong to this shard
+    parts: int = 1
+
+
+@dataclass
+class Env:
+    """What every step may need besides its own config; pickled to worker processes."""
+
+    output: Path
+    work: Path
+    tasks: list[list[InputShard]]  # the input shards of each task
+    cfg: Any  # the whole pipeline config
+    tokenizer: Any = None  # an object with the model.tokenizer.Tokenizer API, when given in Python
+    extra: dict = field(default_factory=dict)
+
+    def global_dir(self, step: str) -> Path:
+        """Where global step `step` keeps its collected records and resolutions."""
+        return self.work / f"global-{step}"
+
+    def path(self, p: str) -> Path:
+        """A path from the config: `assets:<rel>` is the project's vendored data (checked against its sha256),
+        `data:<rel>` in this package, anything else absolute or relative to where the pipeline was started."""
+        from tools import assets
+        from tools.paths import PACKAGE_ROOT
+
+        if p.startswith(assets.PREFIX):
+            return assets.resolve(p)
+        if p.startswith("data:"):
+            return PACKAGE_ROOT / "data" / p[len("data:") :]
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else Path(self.extra.get("cwd", os.getcwd())) / path
+
+
+def shard_name(shard: int) -> str:
+    """The name of a task's files (documents, collected records, decisions): shard-00007."""
+    return f"shard-{shard:05d}"
+
+
+def cut_segments(items: list, is_global) -> list[list]:
+    """Cut a step list before each global step (the global step opens the next segment): the pipeline runs one
+    segment at a time, with a global resolution between segments. Works on steps or step classes."""
+    out, current = [], []
+    for item in items:
+        if is_global(item) and current:
+            out.append(current)
+            current = []
+        current.append(item)
+    return [*out, current]
 
 
 @dataclass

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.base import Collector, GlobalStep, Task, load_arrays, save_arrays
+from data.base import Collector, GlobalStep, Task, load_arrays, save_arrays, shard_name
 from data.document import Document
-from data.runner import shard_name
 from data.textnorm import normalize, word_hashes
 
 
@@ -126,9 +125,7 @@ class KLOutliers(GlobalStep):
         return {"thresholds": thresholds, "dropped": dropped}
 
     def process(self, docs: Iterator[Document], task: Task) -> Iterator[Document]:
-        from data.runner import global_dir
-
-        d = load_arrays(global_dir(self.env, self) / "resolved-1" / f"{shard_name(task.shard)}.npz")
+        d = load_arrays(self.env.global_dir(self.name) / "resolved-1" / f"{shard_name(task.shard)}.npz")
         drop = {int(p): (k, lim) for p, k, lim in zip(d["pos"], d["kl"], d["limit"])}
         for i, doc in enumerate(docs):
             if i in drop:

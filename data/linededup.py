@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from data.base import Collector, GlobalStep, Task, load_arrays, save_arrays
+from data.base import Collector, GlobalStep, Task, load_arrays, save_arrays, shard_name
 from data.document import Document
-from data.runner import shard_name
 from data.textnorm import combine, hash_str, normalize
 
 
@@ -97,9 +96,7 @@ class LineDedup(GlobalStep):
         }
 
     def setup(self) -> None:
-        from data.runner import global_dir
-
-        d = load_arrays(global_dir(self.env, self) / "resolved-0" / "frequent.npz")
+        d = load_arrays(self.env.global_dir(self.name) / "resolved-0" / "frequent.npz")
         self.frequent = set(d["frequent"].tolist())
         self.n_buckets = int(d["n_buckets"][0])
 

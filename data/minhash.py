@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.base import Collector, GlobalStep, Task, load_arrays, save_arrays
+from data.base import Collector, GlobalStep, Task, load_arrays, save_arrays, shard_name
 from data.document import Document
-from data.runner import shard_name
 from data.textnorm import hash_str, mix64, ngram_hashes, normalize, word_units
 
 
@@ -226,9 +225,7 @@ class MinHashDedup(GlobalStep):
         }
 
     def process(self, docs: Iterator[Document], task: Task) -> Iterator[Document]:
-        from data.runner import global_dir
-
-        d = load_arrays(global_dir(self.env, self) / "resolved-0" / f"{shard_name(task.shard)}.npz")
+        d = load_arrays(self.env.global_dir(self.name) / "resolved-0" / f"{shard_name(task.shard)}.npz")
         drop = dict(zip(d["pos"].tolist(), d["size"].tolist()))
         for i, doc in enumerate(docs):
             if i in drop:

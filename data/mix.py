@@ -21,13 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data.base import Collector, GlobalStep, Step, Task, load_arrays, save_arrays
+from data.base import Collector, GlobalStep, Step, Task, load_arrays, save_arrays, shard_name
 from data.document import Document
-from data.runner import shard_name
-from data.shards import ShardEntry, ShardWriter, write_manifest
+from data.shards import PAPER_MIX, ShardEntry, ShardWriter, write_manifest
 from data.textnorm import hash_str
-
-CATEGORIES = ["general", "math", "code", "multilingual"]
 
 
 @dataclass
@@ -44,9 +41,7 @@ class AnnealConfig:
 
 @dataclass
 class MixConfig:
-    targets: dict[str, float] = field(
-        default_factory=lambda: {"general": 0.50, "math": 0.25, "code": 0.17, "multilingual": 0.08}
-    )
+    targets: dict[str, float] = field(default_factory=lambda: dict(PAPER_MIX))
     total_tokens: int = 0  # training tokens of the mix; 0: the available training tokens
     max_repeats: float = 4.0  # no document is used more often than this
     valid_fraction: float = 0.01  # of each category's tokens, held out as whole documents
@@ -193,10 +188,8 @@ class Mix(GlobalStep):
         return summary
 
     def process(self, docs: Iterator[Document], task: Task) -> Iterator[Document]:
-        from data.runner import global_dir
-
         st = task.step_stats(self.name)
-        d = load_arrays(global_dir(self.env, self) / "resolved-0" / f"{shard_name(task.shard)}.npz")
+        d = load_arrays(self.env.global_dir(self.name) / "resolved-0" / f"{shard_name(task.shard)}.npz")
         long_min = self.cfg.long_context_min_tokens
         for i, doc in enumerate(docs):
             split, copies, anneal = int(d["split"][i]), int(d["copies"][i]), int(d["anneal"][i])

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from collections.abc import Sequence
@@ -18,58 +17,30 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from data.classify import ClassifierStepConfig, CodeScore, MathScore, Quality, Topic, TopicConfig
-from data.extract import Extract, ExtractConfig
+from data.base import Env
+from data.classify import ClassifierStepConfig, TopicConfig
+from data.extract import ExtractConfig
 from data.heuristics import (
     C4Config,
-    C4Filter,
-    DirtyWords,
     DirtyWordsConfig,
-    GopherQuality,
     GopherQualityConfig,
-    GopherRepetition,
     GopherRepetitionConfig,
 )
-from data.kl import KLConfig, KLOutliers
-from data.langid import LangId, LangIdConfig
-from data.linededup import LineDedup, LineDedupConfig
-from data.minhash import MinHashConfig, MinHashDedup
-from data.mix import Mix, MixConfig, ShardsConfig, WriteShards
-from data.pii import Domains, DomainsConfig, Pii, PiiConfig
-from data.readers import ReadConfig, Reader
-from data.runner import Env, expand_inputs, identity_of, plan_tasks, prepare_output, run_pipeline
-from data.tokens import Tokenize, TokenizeConfig
-from data.urldedup import UrlDedup, UrlDedupConfig
+from data.kl import KLConfig
+from data.langid import LangIdConfig
+from data.linededup import LineDedupConfig
+from data.minhash import MinHashConfig
+from data.mix import MixConfig, ShardsConfig
+from data.pii import DomainsConfig, PiiConfig
+from data.readers import ReadConfig
+from data.runner import expand_inputs, identity_of, plan_tasks, prepare_output, run_pipeline
+from data.steps import check_steps, make_steps
+from data.tokens import TokenizeConfig
+from data.urldedup import UrlDedupConfig
 from tools import atomic
 from tools.cluster import SlurmConfig
 from tools.config import parse, save
 from tools.paths import user_path
-
-STEPS = {
-    cls.name: cls
-    for cls in (
-        Reader,
-        Extract,
-        LangId,
-        UrlDedup,
-        Domains,
-        Pii,
-        LineDedup,
-        MinHashDedup,
-        Topic,
-        CodeScore,
-        MathScore,
-        GopherRepetition,
-        GopherQuality,
-        C4Filter,
-        DirtyWords,
-        KLOutliers,
-        Quality,
-        Tokenize,
-        Mix,
-        WriteShards,
-    )
-}
 
 
 @dataclass
@@ -126,28 +97,6 @@ class PipelineConfig:
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     shards: ShardsConfig = field(default_factory=ShardsConfig)
-
-
-def check_steps(names: list[str]) -> None:
-    for name in names:
-        if name not in STEPS:
-            close = difflib.get_close_matches(name, list(STEPS), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(f"unknown step '{name}' in steps{hint}; steps are {sorted(STEPS)}")
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ValueError(f"steps lists {dup} more than once")
-    if not names or names[0] != "read":
-        raise ValueError("steps must begin with 'read'")
-    order = {n: i for i, n in enumerate(names)}
-    for later, earlier in (("mix", "tokenize"), ("shards", "mix")):
-        if later in order and order.get(earlier, len(names)) > order[later]:
-            raise ValueError(f"step '{later}' needs '{earlier}' before it")
-
-
-def make_steps(cfg: PipelineConfig, env: Env) -> list:
-    check_steps(list(cfg.steps))
-    return [STEPS[name](getattr(cfg, name), env) for name in cfg.steps]
 
 
 def tokenizer_info(tok: Any) -> dict:

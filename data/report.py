@@ -10,20 +10,11 @@ from pathlib import Path
 import polars as pl
 
 from data.base import StepStats, check_funnel
-from tools import atomic
+from tools import atomic, tables
 
 
 def markdown_table(df: pl.DataFrame) -> str:
-    def fmt(v) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        if isinstance(v, int):
-            return f"{v:,}"
-        return str(v)
-
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "|".join("---" for _ in df.columns) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.iter_rows()]
-    return "\n".join(lines)
+    return tables.markdown_table(df.columns, df.iter_rows())
 
 
 def funnel_frames(steps: list[tuple[str, StepStats]], tokens_per_char: float | None) -> dict[str, pl.DataFrame]:

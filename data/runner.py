@@ -22,49 +22,17 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from data.base import GlobalStep, Step, StepStats, Task
+from data.base import Env, GlobalStep, InputShard, Step, StepStats, Task, cut_segments, shard_name
 from data.document import Document, DocumentWriter, read_documents
+from data.steps import make_steps
 from tools import atomic, cluster
-
-
-@dataclass(frozen=True)
-class InputShard:
-    path: str  # absolute path of a file (or a Hugging Face dataset directory)
-    name: str  # its name relative to the inputs' common folder (document ids are built from it)
-    part: int = 0  # records part::parts of the file belong to this shard
-    parts: int = 1
-
-
-@dataclass
-class Env:
-    """What every step may need besides its own config; pickled to worker processes."""
-
-    output: Path
-    work: Path
-    tasks: list[list[InputShard]]  # the input shards of each task
-    cfg: Any  # the whole pipeline config
-    tokenizer: Any = None  # an object with the model.tokenizer.Tokenizer API, when given in Python
-    extra: dict = field(default_factory=dict)
-
-    def path(self, p: str) -> Path:
-        """A path from the config: `assets:<rel>` is the project's vendored data (checked against its sha256),
-        `data:<rel>` in this package, anything else absolute or relative to where the pipeline was started."""
-        from tools import assets
-        from tools.paths import PACKAGE_ROOT
-
-        if p.startswith(assets.PREFIX):
-            return assets.resolve(p)
-        if p.startswith("data:"):
-            return PACKAGE_ROOT / "data" / p[len("data:") :]
-        path = Path(p).expanduser()
-        return path if path.is_absolute() else Path(self.extra.get("cwd", os.getcwd())) / path
 
 
 def expand_inputs(spec: str, read_format: str = "auto") -> list[tuple[Path | str, str]]:
@@ -130,27 +98,13 @@ class Segment:
 
 
 def segments(steps: list[Step]) -> list[Segment]:
-    """Cut the step list before each global step: the global step then opens the next segment."""
-    out, current = [], []
-    for step in steps:
-        if isinstance(step, GlobalStep) and current:
-            out.append(Segment(len(out), current, step))
-            current = []
-        current.append(step)
-    out.append(Segment(len(out), current, None))
-    return out
-
-
-def shard_name(shard: int) -> str:
-    return f"shard-{shard:05d}"
+    """The step list cut before each global step (base.cut_segments); a global step opens the next segment."""
+    parts = cut_segments(steps, lambda s: isinstance(s, GlobalStep))
+    return [Segment(i, part, parts[i + 1][0] if i + 1 < len(parts) else None) for i, part in enumerate(parts)]
 
 
 def seg_dir(env: Env, k: int) -> Path:
     return env.work / f"seg-{k:02d}"
-
-
-def global_dir(env: Env, step: Step) -> Path:
-    return env.work / f"global-{step.name}"
 
 
 def marker(env: Env, k: int, shard: int) -> Path:
@@ -161,8 +115,6 @@ def marker(env: Env, k: int, shard: int) -> Path:
 
 
 def build_steps(env: Env) -> list[Step]:
-    from data.pipeline import make_steps  # the registry lives with the config schema
-
     return make_steps(env.cfg, env)
 
 
@@ -189,7 +141,7 @@ def run_segment_task(env: Env, k: int, shard: int) -> None:
             collector = None
         else:
             out = seg_dir(env, k) / f"{shard_name(shard)}.parquet"
-            collector = seg.after.collector(0, global_dir(env, seg.after), shard)
+            collector = seg.after.collector(0, env.global_dir(seg.after.name), shard)
         writer = DocumentWriter(out) if out is not None else None
         if env.cfg.progress and env.cfg.executor == "inline":  # in worker processes the driver shows task progress
             docs = tqdm(docs, desc=f"segment {k} shard {shard}", unit="doc", leave=False)
@@ -216,7 +168,7 @@ def run_segment_task(env: Env, k: int, shard: int) -> None:
             writer.close()
         if collector is not None:
             t0 = time.perf_counter()
-            collector.save(global_dir(env, seg.after) / "round-0" / shard_name(shard))
+            collector.save(env.global_dir(seg.after.name) / "round-0" / shard_name(shard))
             task.seconds[f"{seg.after.name} (collect)"] += collect_seconds + time.perf_counter() - t0
     os.replace(tmp_dropped, dropped_path)
     if last:
@@ -233,7 +185,7 @@ def run_segment_task(env: Env, k: int, shard: int) -> None:
 def run_collect_task(env: Env, k: int, round: int, shard: int) -> None:
     """A later round of a global step's collection: re-read segment k's output for this shard."""
     step = segments(build_steps(env))[k].after
-    gdir = global_dir(env, step)
+    gdir = env.global_dir(step.name)
     collector = step.collector(round, gdir, shard)
     for doc in read_documents(seg_dir(env, k) / f"{shard_name(shard)}.parquet"):
         collector.add(doc)
@@ -364,7 +316,7 @@ def _run_segments(env: Env, segs: list[Segment], shards: list[int], timings: dic
         execute(env, run_segment_task, todo, f"segment {k} ({names})", pool)
         timings[f"segment {k}"] = time.time() - t0
         if seg.after is not None:
-            step, gdir = seg.after, global_dir(env, seg.after)
+            step, gdir = seg.after, env.global_dir(seg.after.name)
             for r in range(step.rounds):
                 if r > 0:
                     todo = [
@@ -399,7 +351,7 @@ def collect_results(env: Env, steps: list[Step], segs: list[Segment], shards: li
     summaries = {}
     for seg in segs:
         if seg.after is not None:
-            gdir = global_dir(env, seg.after)
+            gdir = env.global_dir(seg.after.name)
             summaries[seg.after.name] = [
                 json.loads((gdir / f"resolved-{r}" / "summary.json").read_text()) for r in range(seg.after.rounds)
             ]

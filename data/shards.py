@@ -31,6 +31,11 @@ import numpy as np
 
 from tools import atomic
 
+# The categories shard sets are organised by, and the paper's pre-training mix over them (section 3.1.2): the
+# data package's mix step draws to it and training's loader mixes by it unless a config says otherwise.
+CATEGORIES = ("general", "math", "code", "multilingual")
+PAPER_MIX = {"general": 0.50, "math": 0.25, "code": 0.17, "multilingual": 0.08}
+
 FORMAT = "herd-shards/1"
 TOKEN_DTYPE = np.dtype("<u4")
 INDEX_DTYPE = np.dtype("<i8")

@@ -26,6 +26,8 @@ from functools import cache
 import numpy as np
 import xxhash
 
+from tools.hashing import mix64
+
 _B = np.uint64(0x100000001B3)  # odd multiplier of the polynomial hash
 _B_INV = np.uint64(pow(int(_B), -1, 1 << 64))
 _MASK = (1 << 64) - 1
@@ -48,15 +50,6 @@ class _Powers:
 
 
 _POWERS = _Powers()
-
-
-def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, element-wise on uint64 (a bijection that spreads every input bit)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
 
 
 def _prefix(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,13 +29,9 @@ class TokenizeConfig:
 def load_tokenizer(cfg: TokenizeConfig, env: Any) -> Any:
     if env.tokenizer is not None:
         return env.tokenizer
-    try:
-        from model.tokenizer import Tokenizer
-    except ImportError as e:
-        raise ImportError(f"tokenize.tokenizer={cfg.tokenizer!r} needs model.tokenizer ({e})") from None
-    if cfg.tokenizer == "llama3":
-        return Tokenizer.llama3()
-    return Tokenizer.load(env.path(cfg.tokenizer))
+    from model.bpe import tokenizer_from_spec
+
+    return tokenizer_from_spec(cfg.tokenizer if cfg.tokenizer == "llama3" else env.path(cfg.tokenizer))
 
 
 class Tokenize(Step):

@@ -17,9 +17,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 
-from data.base import Collector, GlobalStep, Task, load_arrays, save_arrays
+from data.base import Collector, GlobalStep, Task, load_arrays, save_arrays, shard_name
 from data.document import Document
-from data.runner import shard_name
 from data.textnorm import hash_str
 
 TRACKING = re.compile(r"^(utm_[a-z]+|fbclid|gclid|mc_[a-z]+|ref|sessionid|sid|phpsessid)$", re.I)
@@ -135,9 +134,7 @@ class UrlDedup(GlobalStep):
         return {"distinct urls": urls, "older crawls dropped": dropped}
 
     def process(self, docs: Iterator[Document], task: Task) -> Iterator[Document]:
-        from data.runner import global_dir
-
-        d = load_arrays(global_dir(self.env, self) / "resolved-0" / f"{shard_name(task.shard)}.npz")
+        d = load_arrays(self.env.global_dir(self.name) / "resolved-0" / f"{shard_name(task.shard)}.npz")
         drop = dict(zip(d["pos"].tolist(), d["keep_time"].tolist()))
         for i, doc in enumerate(docs):
             if i in drop:

@@ -21,8 +21,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from data.shards import ShardSet
-from data.textnorm import mix64
 from eval import stats
+from tools.hashing import mix64
 
 _P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the polynomial rolling hash
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from eval import contamination, generation, grading, gsm8k, hendrycks_math, niah, perplexity
 from eval.dataset import DatasetConfig
 from eval.equivalence import Judge
+from model.dtypes import parse_dtype
 from tools import atomic
 from tools import config as tconfig
 
@@ -430,7 +431,6 @@ def with_user_paths(cfg: EvalConfig) -> EvalConfig:
 
 def run(cfg: EvalConfig) -> dict:
     """Load cfg.checkpoint (a model.checkpoint directory) and evaluate it; results in cfg.out."""
-    import torch
 
     from model.checkpoint import load_model
     from tools.paths import user_path
@@ -440,12 +440,10 @@ def run(cfg: EvalConfig) -> dict:
     unknown = [t for t in cfg.tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown} (known: {', '.join(TASKS)})")
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if cfg.dtype not in dtypes:
-        raise ValueError(f"dtype must be one of {sorted(dtypes)}, got '{cfg.dtype}'")
+    dtype = parse_dtype(cfg.dtype)
     ckpt = user_path(cfg.checkpoint)
     cfg = with_user_paths(cfg)
-    model, tokenizer = load_model(ckpt, cfg.device, dtype=dtypes[cfg.dtype])
+    model, tokenizer = load_model(ckpt, cfg.device, dtype=dtype)
     model.eval()
     out = user_path(cfg.out) if cfg.out else ckpt / "eval"
     return evaluate(model, tokenizer, cfg, out, meta={"checkpoint": str(ckpt)})

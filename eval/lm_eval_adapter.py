@@ -21,6 +21,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from eval import generation
+from model.dtypes import parse_dtype
 
 
 @register_model("herd")
@@ -42,8 +43,7 @@ class HerdLM(LM):
 
             if not checkpoint:
                 raise ValueError("HerdLM needs checkpoint=<model directory> (or model= and tokenizer=)")
-            dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-            model, tokenizer = load_model(checkpoint, device or "cpu", dtype=dtypes[dtype])
+            model, tokenizer = load_model(checkpoint, device or "cpu", dtype=parse_dtype(dtype))
         self.model, self.tok = model.eval(), tokenizer
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8  # "auto" -> 8
         self.max_gen_toks = int(max_gen_toks)

@@ -9,24 +9,28 @@ mix with the LR going linearly to 0, and comparing its evaluations with the same
 
 Stages: curate -> tokenizer -> shards (experiments/stages.py; skipped when `shards` names a shard set), a short
 `pretrain` (skipped when `init_from` names a checkpoint: a training workdir, a checkpoint directory or an exported
-model), then `probe`: training.anneal.probe on the recipe's anneal settings, whose default mix is `recipe.anneal`'s
-(configs/anneal_probe.yaml sets it to the pre-training mix) and whose candidate is `probe.candidate`, a category of
-`probe.candidate_shards` (default: the run's own shards). It writes `probe.json` (the metrics of both anneals and
-their delta, enriched - default) and `report.md`. The evaluation is the validation loss of every mix key (the
-candidate included), or `probe.eval` (module:function(model, tokenizer) -> {metric: value}, e.g.
-experiments.answer_nll:probe_metrics for GSM8K solution NLL and multiple-choice accuracy).
+model), then `probe`: training.anneal.probe on the recipe's anneal settings, whose default mix is the
+pre-training mix (`probe.default_mix=pretrain`, the paper's probe; `anneal` keeps the recipe's annealing mix) and
+whose candidate is `probe.candidate`, a category of `probe.candidate_shards` (default: the run's own shards). It
+writes `probe.json` (the metrics of both anneals and their delta, enriched - default) and `report.md`. The
+evaluation is the validation loss of every mix key (the candidate included), or `probe.eval`
+(module:function(model, tokenizer) -> {metric: value}, e.g. experiments.answer_nll:probe_metrics for GSM8K
+solution NLL and multiple-choice accuracy).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data.shards import PAPER_MIX
 from experiments.config import ExperimentConfig
 from experiments.dag import Stage, StageContext
 from experiments.stages import CorpusConfig, TokenizerConfig, curate, shard_dirs, shards, tokenizer
 from tools import atomic
 from tools.paths import user_path
+from tools.tables import markdown_table
 
 
 @dataclass
@@ -35,6 +39,9 @@ class CandidateConfig:
     candidate_shards: str = ""  # a data.shards set ("": this run's own shards)
     fraction: float = 0.3  # share of the candidate in the probe's anneal (paper: 30%)
     eval: str = ""  # module:function(model, tokenizer) -> {metric: value}; "": validation loss per mix key
+    # The probe's default mix: "pretrain" (the paper: the candidate replaces 30% of the pre-training mix) or
+    # "anneal" (the recipe's high-quality annealing mix).
+    default_mix: str = "pretrain"
 
 
 @dataclass
@@ -57,7 +64,14 @@ def recipe_of(cfg: Config, candidate_shards: str = ""):
     for key, value in (("candidate_shards", candidate_shards), ("candidate_category", p.candidate), ("eval", p.eval)):
         if value:
             probe.append(f"probe.{key}={value}")
-    return load_recipe(cfg.recipe, [*probe, *cfg.recipe_overrides])
+    recipe = load_recipe(cfg.recipe, [*probe, *cfg.recipe_overrides])
+    if p.default_mix not in ("pretrain", "anneal"):
+        raise ValueError(f"probe.default_mix must be pretrain or anneal, got '{p.default_mix}'")
+    if p.default_mix == "pretrain":
+        a = recipe.anneal.train
+        mix = dict(recipe.pretrain.data.mix or PAPER_MIX)
+        recipe.anneal.train = dataclasses.replace(a, data=dataclasses.replace(a.data, mix=mix))
+    return recipe
 
 
 def shard_set(ctx: StageContext) -> Path:
@@ -88,10 +102,10 @@ def report(result: dict, cfg: Config) -> str:
     lines = [f"# Annealing data-quality probe: {result['candidate']} at {result['fraction']:.0%}", "",
              f"Both anneals start from the same checkpoint and train {cfg.recipe}'s anneal (LR linearly to 0); the "
              f"enriched one draws {result['fraction']:.0%} of its tokens from the candidate and the rest from the "
-             "default mix. Negative deltas of a loss mean the candidate helped.", "",
-             "| metric | default mix | enriched | delta |", "|---|---:|---:|---:|"]  # fmt: skip
-    for key, delta in sorted(result["delta"].items()):
-        lines.append(f"| {key} | {result['default'][key]:.4f} | {result['enriched'][key]:.4f} | {delta:+.4f} |")
+             "default mix. Negative deltas of a loss mean the candidate helped.", ""]  # fmt: skip
+    rows = [[key, f"{result['default'][key]:.4f}", f"{result['enriched'][key]:.4f}", f"{delta:+.4f}"]
+            for key, delta in sorted(result["delta"].items())]  # fmt: skip
+    lines.append(markdown_table(["metric", "default mix", "enriched", "delta"], rows, "lrrr"))
     return "\n".join(lines) + "\n"
 
 

@@ -3,7 +3,8 @@
 Layout of a run directory:
     config.yaml, provenance.json       written by the launcher
     events.jsonl                       one line per stage event (start, skip, done, fail)
-    stages/<name>/                     a completed stage's outputs, COMPLETE.json inside
+    stages/<name>/                     a completed stage's outputs, COMPLETE.json inside (and result.json when
+                                       the stage returned a typed record, see experiments/records.py)
     stages/<name>.partial/             the stage in flight: its scratch space, kept across restarts
     logs/<name>/                       the executor's stdout/stderr for the stage's job
 
@@ -13,9 +14,12 @@ looks complete is complete. A killed run loses at most the stage in flight; reru
 skips completed stages and calls the interrupted stage again with its old workdir, where the stage
 finds whatever it checkpointed.
 
-Paths into the .partial directory that a stage returns, or writes into its JSON files (summary.json, ...,
-at most two levels down), are moved to stages/<name> on publication, so published records point at files
-that exist. One launcher at a time holds a run directory (`run_lock`, .run.lock names the holder).
+A stage returns either a small JSON-able value, stored in COMPLETE.json, or a typed record
+(experiments.records.Record), stored with records.write as result.json and read by later stages with
+`ctx.record(name, cls)`. Paths into the .partial directory that a stage returns, or writes into its JSON files
+(result.json, summary.json, ..., at most two levels down), are moved to stages/<name> on publication, so
+published records point at files that exist. One launcher at a time holds a run directory (`run_lock`,
+.run.lock names the holder).
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments import records
 from tools import atomic
 
 COMPLETE = "COMPLETE.json"
+RESULT = "result.json"  # a stage's typed record (records.write)
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,16 @@ class StageContext:
         return self.inputs[name]
 
     def result(self, name: str) -> Any:
-        """What the input stage `name` returned (stored in its COMPLETE.json)."""
-        return json.loads((self.input(name) / COMPLETE).read_text())["result"]
+        """What the input stage `name` returned (stored in its COMPLETE.json), for stages returning plain values."""
+        done = json.loads((self.input(name) / COMPLETE).read_text())
+        if "record" in done:
+            kind = done["record"]
+            raise TypeError(f"stage '{name}' returned a {kind} record: read it with ctx.record('{name}', {kind})")
+        return done["result"]
+
+    def record(self, name: str, cls: type[records.R]) -> records.R:
+        """The typed record the input stage `name` returned (its result.json), checked to be a `cls`."""
+        return records.read(self.input(name) / RESULT, cls)
 
 
 class DagError(ValueError):
@@ -231,8 +245,12 @@ def _run_one(stage: Stage, run_dir: Path, config: Any, executor: Any, log) -> No
         raise
     seconds = time.time() - start
     final = run_dir / "stages" / stage.name
-    value = _moved(json.loads(json.dumps(value, default=str)), str(workdir), str(final))  # as COMPLETE.json holds it
-    summary = {"stage": stage.name, "seconds": seconds, "attempts": attempt, "finished": time.time(), "result": value}
+    summary = {"stage": stage.name, "seconds": seconds, "attempts": attempt, "finished": time.time()}
+    if records.is_record(value):  # its paths into the workdir are moved by _relocate_records below
+        records.write(workdir / RESULT, value)
+        summary["record"] = type(value).__name__
+    else:
+        summary["result"] = _moved(json.loads(json.dumps(value, default=str)), str(workdir), str(final))
     atomic.write_json(workdir / COMPLETE, summary)
     (workdir / ".job.lock").unlink(missing_ok=True)
     atomic.publish_directory(workdir, final)

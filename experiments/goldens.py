@@ -26,6 +26,7 @@ from pathlib import Path
 from experiments import provenance
 from tools import atomic, config
 from tools.paths import PACKAGE_ROOT, repo_root, user_path
+from tools.tables import markdown_table
 
 
 @dataclass
@@ -62,11 +63,11 @@ def table(rows: list[Row]) -> str:
     def fmt(x):
         return "-" if x is None else (f"{x:d}" if isinstance(x, int) else f"{x:.6g}")
 
-    lines = ["| metric | golden | got | tolerance | status |", "|---|---|---|---|---|"]
-    for r in rows:
-        status = "new" if r.golden is None else ("ok" if r.ok else "DRIFT")
-        lines.append(f"| {r.metric} | {fmt(r.golden)} | {fmt(r.got)} | {r.tol:g} | {status} |")
-    return "\n".join(lines)
+    def status(r: Row) -> str:
+        return "new" if r.golden is None else ("ok" if r.ok else "DRIFT")
+
+    body = [[r.metric, fmt(r.golden), fmt(r.got), f"{r.tol:g}", status(r)] for r in rows]
+    return markdown_table(["metric", "golden", "got", "tolerance", "status"], body)
 
 
 def rewritten(metrics: dict[str, float], old: dict[str, dict], default_tol: float) -> dict[str, dict]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from experiments.paper_scale import PaperConfig, dry_run, preflight, stages
+from experiments.paper_plan import render as dry_run
+from experiments.paper_scale import PaperConfig, preflight, stages
 
 __all__ = ["Config", "dry_run", "preflight", "stages"]
 

@@ -18,7 +18,6 @@ The training recipe is training/configs/llama3_tiny.yaml, embedded as `train` (o
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,15 @@ from experiments import report as tiny_report
 from experiments import stages as data_stages
 from experiments.config import ExperimentConfig
 from experiments.dag import Stage, StageContext
+from experiments.records import (
+    AnnealRecord,
+    EvalRecord,
+    EvaluateRecord,
+    LongContextRecord,
+    LongLoss,
+    ShardsRecord,
+    TrainRecord,
+)
 from training.config import Recipe, TrainConfig, load_recipe
 
 
@@ -80,8 +88,7 @@ def bind_sources(cfg: TrainConfig, dirs: dict[str, Path], categories: set[str]) 
 def recipe(ctx: StageContext) -> tuple[Recipe, Path]:
     """The run's recipe with the experiment's seed and the shard sets bound; and the main shard set."""
     dirs = data_stages.shard_dirs(ctx)
-    manifest = json.loads((dirs["shards"] / "manifest.json").read_text())
-    cats = set(manifest["totals"]["by_category"])
+    cats = set(ctx.record("shards", ShardsRecord).by_category)
     r: Recipe = ctx.config.train
     lc = dataclasses.replace(r.long_context, train=bind_sources(r.long_context.train, dirs, cats))
     an = dataclasses.replace(r.anneal, train=bind_sources(r.anneal.train, dirs, cats))
@@ -91,25 +98,26 @@ def recipe(ctx: StageContext) -> tuple[Recipe, Path]:
     return r, dirs["shards"]
 
 
-def pretrain(ctx: StageContext) -> dict:
+# The training phases return dicts (training/ knows nothing of records); each stage converts its phase's dict.
+def pretrain(ctx: StageContext) -> TrainRecord:
     from training import pretrain as phase
 
     r, shards = recipe(ctx)
-    return phase.run(r, ctx.workdir, shards)
+    return TrainRecord.from_summary(phase.run(r, ctx.workdir, shards))
 
 
-def long_context(ctx: StageContext) -> dict:
+def long_context(ctx: StageContext) -> LongContextRecord:
     from training import long_context as phase
 
     r, shards = recipe(ctx)
-    return phase.run(r, ctx.workdir, shards, init_from=ctx.input("pretrain"))
+    return LongContextRecord.from_summary(phase.run(r, ctx.workdir, shards, init_from=ctx.input("pretrain")))
 
 
-def anneal(ctx: StageContext) -> dict:
+def anneal(ctx: StageContext) -> AnnealRecord:
     from training import anneal as phase
 
     r, shards = recipe(ctx)
-    return phase.run(r, ctx.workdir, shards, init_from=ctx.input("long_context"))
+    return AnnealRecord.from_summary(phase.run(r, ctx.workdir, shards, init_from=ctx.input("long_context")))
 
 
 def trained_lengths(r: Recipe) -> list[int]:
@@ -119,9 +127,8 @@ def trained_lengths(r: Recipe) -> list[int]:
 def models(ctx: StageContext) -> dict[str, Path]:
     """The exported model of every phase, in recipe order: before and after each long-context stage."""
     out = {"pretrain": ctx.input("pretrain") / "model"}
-    lc = json.loads((ctx.input("long_context") / "summary.json").read_text())
-    for stage in lc["stages"]:
-        out[f"long_context_{stage['gate']['seq_len']}"] = ctx.input("long_context") / stage["stage"] / "model"
+    for stage in ctx.record("long_context", LongContextRecord).stages:
+        out[f"long_context_{stage.gate.seq_len}"] = ctx.input("long_context") / stage.name / "model"
     out["anneal"] = ctx.input("anneal") / "model"
     return out
 
@@ -144,7 +151,7 @@ def long_documents(tok, n: int, length: int, seed: int):
     return torch.tensor(rows)
 
 
-def evaluate(ctx: StageContext) -> dict:
+def evaluate(ctx: StageContext) -> EvaluateRecord:
     import torch
 
     from eval.harness import EvalConfig, GenerationTaskConfig
@@ -190,12 +197,12 @@ def evaluate(ctx: StageContext) -> dict:
         if name == "anneal" and bench:
             on_bench = dataclasses.replace(base, tasks=bench, limit=e.benchmark_limit)
             res["tasks"].update(run_eval(model, tok, on_bench, ctx.workdir / f"{name}_benchmarks", meta=meta)["tasks"])
-        results[name] = tiny_report.eval_summary(res)
         if long_docs is None:
             long_docs = long_documents(tok, e.long_windows, longest, cfg.seed)
         early, late = loss_by_position(model, long_docs, [0, short, longest], e.batch_size)
-        results[name]["long_loss"] = {"early": early, "late": late, "short_len": short, "long_len": longest}
-    return {"models": list(results), "results": results}  # the order survives JSON (keys get sorted)
+        long_loss = LongLoss(early=early, late=late, short_len=short, long_len=longest)
+        results[name] = EvalRecord.from_harness(res, long_loss)
+    return EvaluateRecord(models=tuple(results), results=results)  # `models` keeps the order (JSON keys get sorted)
 
 
 def stages(cfg: Config) -> list[Stage]:

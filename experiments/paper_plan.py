@@ -13,7 +13,16 @@ import math
 from pathlib import Path
 
 from experiments import slurm_plan
-from experiments.paper_scale import STAGES, TRAINING, PaperConfig, eval_fits, model_args, pipeline_config, recipe_of
+from experiments.paper_scale import (
+    STAGES,
+    TRAINING,
+    PaperConfig,
+    array_jobs,
+    eval_fits,
+    model_args,
+    pipeline_config,
+    recipe_of,
+)
 from tools.paths import repo_root
 
 OFFICIAL = " (the official one: 128,000 ranks + 256 special tokens)"
@@ -128,8 +137,6 @@ def _hyper(recipe) -> list[str]:
 
 
 def _data_section(cfg: PaperConfig, n: int | None) -> list[str]:
-    from experiments.paper_scale import array_jobs
-
     a = cfg.data.array
     tasks = f"{n:,} tasks each" if n else "one task per input file"
     lines = [f"pipeline      {cfg.data.pipeline} over {cfg.data.input or '(data.input is not set)'}",

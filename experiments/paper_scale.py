@@ -33,7 +33,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.pipeline import STEPS, PipelineConfig
+from data.pipeline import PipelineConfig
+from data.steps import STEPS, segment_names
 from experiments.config import ExperimentConfig
 from experiments.dag import Stage, StageContext
 from experiments.executors import resolve_kind
@@ -140,26 +141,13 @@ def pipeline_config(cfg: PaperConfig, output: Path, *, shards_pass: bool, input:
     return dataclasses.replace(pcfg, steps=steps, executor="slurm", slurm=d.array, tasks=d.tasks)
 
 
-def segments(steps: list[str]) -> list[list[str]]:
-    """The pipeline's segments (cut before each global step), as data.runner cuts them: one job array each."""
-    from data.base import GlobalStep
-
-    out, current = [], []
-    for name in steps:
-        if issubclass(STEPS[name], GlobalStep) and current:
-            out.append(current)
-            current = []
-        current.append(name)
-    return [*out, current]
-
-
 def array_jobs(steps: list[str]) -> list[str]:
     """The job arrays one pipeline run submits, in order: each segment, and the extra collection rounds of a
     global step with several rounds (KL)."""
-    jobs = []
-    for k, seg in enumerate(segments(steps)):
+    jobs, segs = [], segment_names(steps)
+    for k, seg in enumerate(segs):
         jobs.append(f"segment {k} ({'+'.join(seg)})")
-        nxt = segments(steps)[k + 1][0] if k + 1 < len(segments(steps)) else None
+        nxt = segs[k + 1][0] if k + 1 < len(segs) else None
         for r in range(1, STEPS[nxt].rounds if nxt else 1):
             jobs.append(f"{nxt} collect round {r}")
     return jobs
@@ -180,10 +168,10 @@ def curate(ctx: StageContext) -> dict:
 
 def tokenizer(ctx: StageContext) -> dict:
     _require_slurm_job(ctx)
-    from model.tokenizer import Tokenizer
+    from model.bpe import tokenizer_from_spec
 
     spec = ctx.config.tokenizer
-    tok = Tokenizer.llama3() if spec == "llama3" else Tokenizer.load(user_path(spec))
+    tok = tokenizer_from_spec(spec if spec == "llama3" else user_path(spec))
     tok.save(ctx.workdir / "tokenizer")
     return tok.describe()
 
@@ -274,9 +262,3 @@ def stages(cfg: PaperConfig) -> list[Stage]:
         Stage("anneal", anneal, inputs=("shards", "long_context")),
         Stage("eval", evaluate, inputs=("shards", "anneal")),
     ]
-
-
-def dry_run(cfg: PaperConfig) -> str:
-    from experiments.paper_plan import render
-
-    return render(cfg)

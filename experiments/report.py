@@ -4,7 +4,8 @@ report.md holds the data funnel, the tokenizer, the loss/LR curves across every 
 needle-in-a-haystack grids before and after long-context training, the evaluation table, and one check per
 stage claim (planted junk removed, loss falls, long-context training keeps short-context validation loss,
 annealing + averaging do not hurt validation loss). metrics.json is the flat {name: number} map the
-golden-metrics regression check compares (experiments/goldens.py).
+golden-metrics regression check compares (experiments/goldens.py). Every stage's result is read as its typed
+record (experiments/records.py) with `ctx.record`.
 """
 
 from __future__ import annotations
@@ -15,31 +16,19 @@ from collections import defaultdict
 from pathlib import Path
 
 from experiments.dag import StageContext
+from experiments.records import (
+    AnnealRecord,
+    CurateRecord,
+    EvalRecord,
+    EvaluateRecord,
+    LongContextRecord,
+    LongLoss,
+    ReportRecord,
+    ShardsRecord,
+    TokenizerRecord,
+)
 from tools import atomic
-
-
-def eval_summary(results: dict) -> dict:
-    """The numbers the report needs from one model's eval/harness results."""
-    tasks, out = results["tasks"], {}
-    if "ppl" in tasks:
-        out["valid_loss"] = {cat: r["loss"] for cat, r in tasks["ppl"]["summary"].items()}
-    if "niah" in tasks:
-        by_len = defaultdict(list)
-        for r in tasks["niah"]["predictions"]:
-            by_len[r["context_length"]].append(float(r["correct"]))
-        out["niah"] = {str(n): sum(v) / len(v) for n, v in sorted(by_len.items())}
-    if "gsm8k" in tasks:
-        out["gsm8k_strict"] = tasks["gsm8k"]["summary"]["strict_match"]["accuracy"]
-        out["gsm8k_flexible"] = tasks["gsm8k"]["summary"]["flexible_match"]["accuracy"]
-        out["gsm8k_n"] = tasks["gsm8k"]["summary"]["strict_match"]["n"]
-    if "math500" in tasks:
-        out["math500"] = tasks["math500"]["summary"]["accuracy"]["accuracy"]
-        out["math500_n"] = tasks["math500"]["summary"]["accuracy"]["n"]
-    return out
-
-
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text())
+from tools.tables import cell, markdown_table
 
 
 def _records(path: Path) -> list[dict]:
@@ -79,23 +68,6 @@ def training_curves(phases: list[tuple[str, Path]], png: Path) -> dict:
     return firsts
 
 
-def _fmt(x) -> str:
-    if x is None:
-        return "-"
-    return f"{x:,}" if isinstance(x, int) else f"{x:.4g}"
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _gap(summary: dict) -> float:
-    """Loss past the pre-training length minus loss within it (negative: the extra context helps)."""
-    return summary["long_loss"]["late"] - summary["long_loss"]["early"]
-
-
 def checks(m: dict, cfg, after_lc: str) -> list[tuple[str, bool, str]]:
     """(claim, holds, the numbers) for each stage's claim; `after_lc` names the last long-context model."""
     short = m["long_loss.short_length"]
@@ -126,15 +98,15 @@ def checks(m: dict, cfg, after_lc: str) -> list[tuple[str, bool, str]]:
     ]
 
 
-def write(ctx: StageContext) -> dict:
+def write(ctx: StageContext) -> ReportRecord:
     cfg = ctx.config
     out = ctx.workdir
-    curate = _read(ctx.input("curate") / "summary.json")
-    tok, shards, evaluated = ctx.result("tokenizer"), ctx.result("shards"), ctx.result("evaluate")
-    names, evals = evaluated["models"], evaluated["results"]
-    evals = {name: evals[name] for name in names}  # recipe order: pretrain, long-context stages, anneal
-    lc = _read(ctx.input("long_context") / "summary.json")
-    anneal = _read(ctx.input("anneal") / "summary.json")
+    curate = ctx.record("curate", CurateRecord)
+    tok, shards = ctx.record("tokenizer", TokenizerRecord), ctx.record("shards", ShardsRecord)
+    evals = ctx.record("evaluate", EvaluateRecord).ordered()  # recipe order: pretrain, long-context stages, anneal
+    names = list(evals)
+    lc = ctx.record("long_context", LongContextRecord)
+    anneal = ctx.record("anneal", AnnealRecord)
 
     funnel_png = ctx.input("curate") / "curated" / "report" / "funnel.png"
     if funnel_png.is_file():
@@ -150,101 +122,113 @@ def write(ctx: StageContext) -> dict:
         if heat.is_file():
             shutil.copy(heat, out / f"niah_{name}.png")
 
-    lengths = sorted(evals["pretrain"]["niah"], key=int)
+    lengths = sorted(evals["pretrain"].niah, key=int)
     before_lc, after_lc = "pretrain", [n for n in names if n.startswith("long_context_")][-1]
-    planted = curate["planted"]
+    long_loss = {name: _long_loss(name, e) for name, e in evals.items()}
+    planted = curate.planted
     m = {
-        "data.documents_in": curate["documents_in"],
-        "data.documents_kept": curate["documents_kept"],
-        "data.documents_dropped": curate["documents_dropped"],
-        "data.junk_caught_fraction": planted["junk_caught_fraction"],
-        "data.duplicate_groups_with_one_survivor": planted["duplicate_groups_with_one_survivor"],
-        "data.keep_kept_fraction": planted["keep_kept_fraction"],
-        "tokenizer.vocab_size": tok["vocab_size"],
-        "tokenizer.bytes_per_token": tok["bytes_per_token"],
-        "shards.documents": shards["documents"],
-        "shards.tokens": shards["tokens"],
+        "data.documents_in": curate.documents_in,
+        "data.documents_kept": curate.documents_kept,
+        "data.documents_dropped": curate.documents_dropped,
+        "data.junk_caught_fraction": planted.junk_caught_fraction,
+        "data.duplicate_groups_with_one_survivor": planted.duplicate_groups_with_one_survivor,
+        "data.keep_kept_fraction": planted.keep_kept_fraction,
+        "tokenizer.vocab_size": tok.vocab_size,
+        "tokenizer.bytes_per_token": tok.bytes_per_token,
+        "shards.documents": shards.documents,
+        "shards.tokens": shards.tokens,
         "pretrain.first_loss": curves["pretrain"]["first_loss"],
         "pretrain.last_loss": curves["pretrain"]["last_loss"],
-        "long_loss.short_length": evals[before_lc]["long_loss"]["short_len"],
-        "long_loss.long_length": evals[before_lc]["long_loss"]["long_len"],
-        "long_loss.gap_before": _gap(evals[before_lc]),
-        "long_loss.gap_after": _gap(evals[after_lc]),
+        "long_loss.short_length": long_loss[before_lc].short_len,
+        "long_loss.long_length": long_loss[before_lc].long_len,
+        "long_loss.gap_before": long_loss[before_lc].gap,
+        "long_loss.gap_after": long_loss[after_lc].gap,
     }
     for name in names:
-        for length, acc in evals[name]["niah"].items():
+        for length, acc in evals[name].niah.items():
             m[f"niah.{name}.{length}"] = acc
-        for cat, loss in evals[name]["valid_loss"].items():
+        for cat, loss in evals[name].valid_loss.items():
             m[f"valid_loss.{name}.{cat}"] = loss
-        m[f"long_loss.{name}.early"] = evals[name]["long_loss"]["early"]
-        m[f"long_loss.{name}.late"] = evals[name]["long_loss"]["late"]
-    for key in ("gsm8k_strict", "gsm8k_flexible", "math500"):
-        if key in evals["anneal"]:
-            m[f"eval.{key}"] = evals["anneal"][key]
+        m[f"long_loss.{name}.early"] = long_loss[name].early
+        m[f"long_loss.{name}.late"] = long_loss[name].late
+    final = evals["anneal"]
+    if final.gsm8k is not None:
+        m["eval.gsm8k_strict"], m["eval.gsm8k_flexible"] = final.gsm8k.strict, final.gsm8k.flexible
+    if final.math500 is not None:
+        m["eval.math500"] = final.math500.accuracy
     results = checks(m, cfg.checks, after_lc)
     atomic.write_json(out / "metrics.json", m)
     atomic.write_text(out / "report.md", _markdown(cfg, curate, tok, shards, evals, lc, anneal, lengths, results))
     failed = [claim for claim, ok, _ in results if not ok]
     if failed and cfg.checks.strict:
         raise RuntimeError(f"report written to {out / 'report.md'}, but these claims do not hold: {failed}")
-    return {"checks": {claim: ok for claim, ok, _ in results}, "metrics": len(m)}
+    return ReportRecord(checks={claim: ok for claim, ok, _ in results}, metrics=len(m))
 
 
-def _data_section(curate: dict) -> str:
-    planted = curate["planted"]
-    junk = _table(
+def _long_loss(name: str, e: EvalRecord) -> LongLoss:
+    if e.long_loss is None:
+        raise ValueError(f"the evaluate stage recorded no loss by position for the model '{name}'")
+    return e.long_loss
+
+
+def _data_section(curate: CurateRecord) -> str:
+    planted = curate.planted
+    junk = markdown_table(
         ["planted junk", "documents", "dropped by its step"],
-        [[k, v, planted["junk_caught"][k]] for k, v in planted["junk_planted"].items()],
+        [[k, v, planted.junk_caught[k]] for k, v in planted.junk_planted.items()],
     )
     return (
-        f"## Data\n\n{curate['documents_in']:,} documents in, {curate['documents_kept']:,} kept, "
-        f"{curate['documents_dropped']:,} dropped (funnel invariant checked). Duplicate groups left with "
-        f"exactly one survivor: {planted['duplicate_groups_with_one_survivor']} of {planted['duplicate_groups']}; "
-        f"documents meant to stay that were kept: {planted['keep_kept_fraction']:.1%}.\n\n"
+        f"## Data\n\n{curate.documents_in:,} documents in, {curate.documents_kept:,} kept, "
+        f"{curate.documents_dropped:,} dropped (funnel invariant checked). Duplicate groups left with "
+        f"exactly one survivor: {planted.duplicate_groups_with_one_survivor} of {planted.duplicate_groups}; "
+        f"documents meant to stay that were kept: {planted.keep_kept_fraction:.1%}.\n\n"
         f"![funnel](funnel.png)\n\n{junk}"
     )
 
 
-def _training_section(tok: dict, shards: dict, lc: dict, anneal: dict) -> str:
-    cats = _table(
+def _training_section(tok: TokenizerRecord, shards: ShardsRecord, lc: LongContextRecord, anneal: AnnealRecord) -> str:
+    cats = markdown_table(
         ["category", "documents", "tokens"],
-        [[c, v["documents"], v["tokens"]] for c, v in shards["by_category"].items()],
+        [[c, v.documents, v.tokens] for c, v in shards.by_category.items()],
     )
     gates = [
-        [s["stage"], s["gate"]["seq_len"], s["gate"]["accuracy"], s["gate"]["loss"], s["gate"]["pre_loss"],
-         "passed" if s["gate"]["passed"] else "FAILED", s["extensions"]]
-        for s in lc["stages"]
+        [s.name, s.gate.seq_len, s.gate.accuracy, s.gate.loss, s.gate.pre_loss,
+         "passed" if s.gate.passed else "FAILED", s.extensions]
+        for s in lc.stages
     ]  # fmt: skip
     header = ["stage", "length", "retrieval", "short-context loss", "pre-stage loss", "gate", "extensions"]
     return (
-        f"## Tokenizer and shards\n\nBPE in the Llama 3 format, {tok['vocab_size']:,} ids, "
-        f"{tok['bytes_per_token']:.2f} bytes per token on curated text; {shards['tokens']:,} tokens of shards."
+        f"## Tokenizer and shards\n\nBPE in the Llama 3 format, {tok.vocab_size:,} ids, "
+        f"{tok.bytes_per_token:.2f} bytes per token on curated text; {shards.tokens:,} tokens of shards."
         f"\n\n{cats}\n\n## Training\n\n![training](training.png)\n\nLong-context gates:\n\n"
-        f"{_table(header, gates)}\n\nAnneal: averaged checkpoints {anneal.get('averaged')}; validation loss of "
-        f"the last checkpoint {_fmt(anneal.get('last_valid_loss'))}, of the average {_fmt(anneal.get('valid_loss'))}."
+        # list(): the checkpoint names print as they did when this was a JSON list
+        f"{markdown_table(header, gates)}\n\nAnneal: averaged checkpoints {list(anneal.averaged)}; validation loss "
+        f"of the last checkpoint {cell(anneal.last_valid_loss)}, of the average {cell(anneal.train.valid_loss)}."
     )
 
 
-def _eval_section(evals: dict, lengths: list[str]) -> str:
-    niah_rows = [[name, *[evals[name]["niah"][n] for n in lengths]] for name in evals]
-    loss_cats = list(evals["anneal"]["valid_loss"])
-    loss_rows = [[name, *[evals[name]["valid_loss"].get(c) for c in loss_cats]] for name in evals]
+def _eval_section(evals: dict[str, EvalRecord], lengths: list[str]) -> str:
+    niah_rows = [[name, *[evals[name].niah[n] for n in lengths]] for name in evals]
+    loss_cats = list(evals["anneal"].valid_loss)
+    loss_rows = [[name, *[evals[name].valid_loss.get(c) for c in loss_cats]] for name in evals]
     final, bench = evals["anneal"], []
-    if "gsm8k_strict" in final:
-        scores = f"{final['gsm8k_strict']:.3f} / {final['gsm8k_flexible']:.3f}"
-        bench.append(["GSM8K (strict / flexible)", scores, final["gsm8k_n"]])
-    if "math500" in final:
-        bench.append(["MATH-500", f"{final['math500']:.3f}", final["math500_n"]])
+    if final.gsm8k is not None:
+        scores = f"{final.gsm8k.strict:.3f} / {final.gsm8k.flexible:.3f}"
+        bench.append(["GSM8K (strict / flexible)", scores, final.gsm8k.n])
+    if final.math500 is not None:
+        bench.append(["MATH-500", f"{final.math500.accuracy:.3f}", final.math500.n])
     heatmaps = " ".join(f"![niah {n}](niah_{n}.png)" for n in evals)
-    short, long_len = evals["pretrain"]["long_loss"]["short_len"], evals["pretrain"]["long_loss"]["long_len"]
-    long_rows = [[n, evals[n]["long_loss"]["early"], evals[n]["long_loss"]["late"], _gap(evals[n])] for n in evals]
+    long_loss = {n: _long_loss(n, e) for n, e in evals.items()}
+    short, long_len = long_loss["pretrain"].short_len, long_loss["pretrain"].long_len
+    long_rows = [[n, ll.early, ll.late, ll.gap] for n, ll in long_loss.items()]
     long_header = ["model", f"loss at 0-{short}", f"loss at {short}-{long_len}", "gap"]
     return (
-        f"## Needle in a haystack (exact match, by context length)\n\n{_table(['model', *lengths], niah_rows)}"
+        f"## Needle in a haystack (exact match, by context length)\n\n{markdown_table(['model', *lengths], niah_rows)}"
         f"\n\n{heatmaps}\n\n## Loss by position on held-out long documents (the NIAH essays)\n\n"
-        f"{_table(long_header, long_rows)}\n\n## Validation loss by category\n\n"
-        f"{_table(['model', *loss_cats], loss_rows)}"
-        "\n\n## Benchmarks (final model)\n\n" + (_table(["benchmark", "accuracy", "problems"], bench) if bench else "-")
+        f"{markdown_table(long_header, long_rows)}\n\n## Validation loss by category\n\n"
+        f"{markdown_table(['model', *loss_cats], loss_rows)}"
+        "\n\n## Benchmarks (final model)\n\n"
+        + (markdown_table(["benchmark", "accuracy", "problems"], bench) if bench else "-")
     )
 
 
@@ -252,7 +236,7 @@ def _markdown(cfg, curate, tok, shards, evals, lc, anneal, lengths, results) -> 
     claims = [[claim, "holds" if ok else "DOES NOT HOLD", numbers] for claim, ok, numbers in results]
     sections = [
         f"# {cfg.name} run {cfg.run_id}",
-        "## Stage claims\n\n" + _table(["claim", "verdict", "numbers"], claims),
+        "## Stage claims\n\n" + markdown_table(["claim", "verdict", "numbers"], claims),
         _data_section(curate),
         _training_section(tok, shards, lc, anneal),
         _eval_section(evals, lengths),

@@ -31,6 +31,7 @@ from experiments.config import ExperimentConfig
 from experiments.dag import Stage, StageContext
 from experiments.stages import CorpusConfig, TokenizerConfig, curate, shard_dirs, shards, tokenizer
 from tools import atomic
+from tools.tables import markdown_table
 
 ARCH_KEYS = ("dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "ffn_dim_multiplier", "max_seq_len")
 
@@ -216,16 +217,16 @@ def fit(ctx: StageContext) -> dict:
 
 
 def report(records: list[dict], result: dict) -> str:
-    lines = ["# isoFLOP sweep", "", "| budget | run | params | tokens | valid loss | GSM8K NLL/byte | choice acc |",
-             "|---:|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for r in sorted(records, key=lambda r: (r["budget"], r["tokens"])):
-        lines.append(f"| {r['budget']:.3g} | {r['name']} | {r['params']:,} | {r['tokens']:,} | {r['loss']:.4f} "
-                     f"| {r.get('nll', float('nan')):.4f} | {r.get('accuracy', float('nan')):.3f} |")  # fmt: skip
-    lines += ["", "| budget | D* (tokens) | N* (params) | loss at D* | vertex inside the sweep |",
-              "|---:|---:|---:|---:|---|"]  # fmt: skip
-    for p in result["isoflop"]:
-        lines.append(f"| {p['budget']:.3g} | {p['tokens_opt']:.3g} | {p['params_opt']:.3g} | {p['loss_opt']:.4f} "
-                     f"| {p['inside_sweep']} |")  # fmt: skip
+    runs = [[f"{r['budget']:.3g}", r["name"], r["params"], r["tokens"], f"{r['loss']:.4f}",
+             f"{r.get('nll', float('nan')):.4f}", f"{r.get('accuracy', float('nan')):.3f}"]
+            for r in sorted(records, key=lambda r: (r["budget"], r["tokens"]))]  # fmt: skip
+    optima = [[f"{p['budget']:.3g}", f"{p['tokens_opt']:.3g}", f"{p['params_opt']:.3g}", f"{p['loss_opt']:.4f}",
+               str(p["inside_sweep"])] for p in result["isoflop"]]  # fmt: skip
+    lines = ["# isoFLOP sweep", "",
+             markdown_table(["budget", "run", "params", "tokens", "valid loss", "GSM8K NLL/byte", "choice acc"], runs,
+                            "rlrrrrr"), "",
+             markdown_table(["budget", "D* (tokens)", "N* (params)", "loss at D*", "vertex inside the sweep"], optima,
+                            "rrrrl")]  # fmt: skip
     for key, what in (("tokens_law", "D*(C) = A C^alpha"), ("params_law", "N*(C) = A C^alpha")):
         if key in result:
             law = result[key]

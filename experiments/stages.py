@@ -6,8 +6,9 @@
     shards      the curated documents tokenized, mixed (pre-training mix, annealing mix, long documents)
                 and written as data.shards sets, the tokenizer beside them
 
-Each is a dag stage function `fn(ctx)`; the experiment's config holds `data: CorpusConfig` and
-`tokenizer: TokenizerConfig`.
+Each is a dag stage function `fn(ctx)` returning its typed record (experiments/records.py: CurateRecord,
+TokenizerRecord, ShardsRecord), which the dag stores as the stage's result.json; the experiment's config holds
+`data: CorpusConfig` and `tokenizer: TokenizerConfig`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from data.pipeline import run as run_pipeline
 from data.synthetic import SyntheticConfig, load_truth
 from data.synthetic import write as write_synthetic
 from experiments.dag import StageContext
-from tools import assets, atomic
+from experiments.records import CategoryTotals, CurateRecord, PlantedFates, ShardsRecord, TokenizerRecord
+from tools import assets
 from tools.config import load
 from tools.paths import PACKAGE_ROOT
 
@@ -60,7 +62,7 @@ def _tiny_steps() -> list[str]:
     return list(yaml.safe_load(TINY_PIPELINE.read_text())["steps"])
 
 
-def planted_fates(corpus: Path, curated: Path) -> dict:
+def planted_fates(corpus: Path, curated: Path) -> PlantedFates:
     """What the curation did to the synthetic corpus's ground truth: planted junk caught by the step meant to
     catch it (per kind), duplicate groups left with exactly one survivor, and documents meant to stay kept."""
     truth = load_truth(corpus)
@@ -77,18 +79,18 @@ def planted_fates(corpus: Path, curated: Path) -> dict:
         elif t["expect"] == "one_of_group":
             groups.setdefault(t["group"], []).append(t["id"] not in dropped)
     keep = [t for t in truth.values() if t["expect"] == "kept"]
-    return {
-        "junk_planted": dict(sorted(planted.items())),
-        "junk_caught": dict(sorted(caught.items())),
-        "junk_caught_fraction": sum(caught.values()) / max(1, sum(planted.values())),
-        "duplicate_groups": len(groups),
-        "duplicate_groups_with_one_survivor": sum(sum(g) == 1 for g in groups.values()),
-        "keep_documents": len(keep),
-        "keep_kept_fraction": sum(t["id"] not in dropped for t in keep) / max(1, len(keep)),
-    }
+    return PlantedFates(
+        junk_planted=dict(sorted(planted.items())),
+        junk_caught=dict(sorted(caught.items())),
+        junk_caught_fraction=sum(caught.values()) / max(1, sum(planted.values())),
+        duplicate_groups=len(groups),
+        duplicate_groups_with_one_survivor=sum(sum(g) == 1 for g in groups.values()),
+        keep_documents=len(keep),
+        keep_kept_fraction=sum(t["id"] not in dropped for t in keep) / max(1, len(keep)),
+    )
 
 
-def curate(ctx: StageContext) -> dict:
+def curate(ctx: StageContext) -> CurateRecord:
     cfg: CorpusConfig = ctx.config.data
     corpus = ctx.workdir / "corpus"
     if not (corpus / "paths.yaml").is_file():  # the generator is deterministic; a rerun after a kill redoes it
@@ -110,15 +112,12 @@ def curate(ctx: StageContext) -> dict:
     summary = run_pipeline(pcfg)
     if not summary["funnel_ok"]:
         raise RuntimeError("data funnel invariant violated: " + "; ".join(summary["funnel_errors"]))
-    fates = planted_fates(corpus, ctx.workdir / "curated")
-    result = {
-        "documents_in": summary["documents_in"],
-        "documents_kept": summary["documents_kept"],
-        "documents_dropped": summary["documents_dropped"],
-        "planted": fates,
-    }
-    atomic.write_json(ctx.workdir / "summary.json", result)
-    return result
+    return CurateRecord(
+        documents_in=summary["documents_in"],
+        documents_kept=summary["documents_kept"],
+        documents_dropped=summary["documents_dropped"],
+        planted=planted_fates(corpus, ctx.workdir / "curated"),
+    )
 
 
 def curated_texts(curated: Path, max_chars: int) -> list[str]:
@@ -132,7 +131,7 @@ def curated_texts(curated: Path, max_chars: int) -> list[str]:
     return texts
 
 
-def tokenizer(ctx: StageContext) -> dict:
+def tokenizer(ctx: StageContext) -> TokenizerRecord:
     from model.bpe import train_bpe
 
     cfg: TokenizerConfig = ctx.config.tokenizer
@@ -140,14 +139,14 @@ def tokenizer(ctx: StageContext) -> dict:
     tok = train_bpe(texts, cfg.vocab_size)
     tok.save(ctx.workdir / "tokenizer")
     sample = "\n".join(texts[:200])
-    return {
-        "vocab_size": tok.vocab_size,
-        "training_chars": sum(map(len, texts)),
-        "bytes_per_token": len(sample.encode()) / max(1, len(tok.encode(sample))),
-    }
+    return TokenizerRecord(
+        vocab_size=tok.vocab_size,
+        training_chars=sum(map(len, texts)),
+        bytes_per_token=len(sample.encode()) / max(1, len(tok.encode(sample))),
+    )
 
 
-def shards(ctx: StageContext) -> dict:
+def shards(ctx: StageContext) -> ShardsRecord:
     from model.tokenizer import Tokenizer
 
     cfg: CorpusConfig = ctx.config.data
@@ -168,7 +167,8 @@ def shards(ctx: StageContext) -> dict:
         if (out / name / "manifest.json").is_file() and not (out / name / "tokenizer").exists():
             shutil.copytree(tok_dir, out / name / "tokenizer")
     totals = json.loads((out / "shards" / "manifest.json").read_text())["totals"]
-    return {"documents": summary["documents_kept"], "tokens": totals["tokens"], "by_category": totals["by_category"]}
+    by_category = {c: CategoryTotals(v["documents"], v["tokens"]) for c, v in totals["by_category"].items()}
+    return ShardsRecord(documents=summary["documents_kept"], tokens=totals["tokens"], by_category=by_category)
 
 
 def shard_dirs(ctx: StageContext) -> dict[str, Path]:

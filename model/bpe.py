@@ -203,3 +203,17 @@ def _walk(node):
         yield node
         for child in node.get("pretokenizers", []):
             yield from _walk(child)
+
+
+def tokenizer_from_spec(spec: str | os.PathLike) -> Tokenizer:
+    """The tokenizer a config names: "llama3" (the official 128,000 ranks), a herd tokenizer directory
+    (tokenizer.model + specials), or a Hugging Face tokenizer.json (the file, or a directory holding only it).
+    Relative paths are the caller's to resolve (tools.paths.user_path, or a pipeline's Env.path)."""
+    if str(spec) == "llama3":
+        return Tokenizer.llama3()
+    path = Path(spec)
+    if path.suffix == ".json" or ((path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file()):
+        return from_hf_json(path if path.suffix == ".json" else path / "tokenizer.json")
+    if not (path / "tokenizer.model").is_file():
+        raise FileNotFoundError(f"tokenizer {path}: no tokenizer.model (herd format) or tokenizer.json (Hugging Face)")
+    return Tokenizer.load(path)

@@ -18,6 +18,7 @@ from model.tokenizer import Tokenizer
 from tools import assets, atomic
 from tools import config as config_lib
 from tools.paths import user_path
+from tools.tables import markdown_table
 
 
 @dataclass
@@ -62,15 +63,12 @@ def report(cfg: BpeReportConfig) -> dict:
 
 def markdown(r: dict) -> str:
     v = r["vocab_sizes"]
-    head = (f"| language | Llama 3 ({v['llama3']:,}) | base ({v['base']:,}, C4 English) | "
-            f"base + {r['config']['extra']:,} multilingual ({v['extended']:,}) | gain |")  # fmt: skip
-    lines = [head, "|---|---:|---:|---:|---:|"]
-    for lang, row in r["bytes_per_token"].items():
-        gain = row["extended"] / row["base"]
-        name = r["languages"].get(lang, lang)
-        lines.append(f"| {name} ({lang}) | {row['llama3']:.2f} | {row['base']:.2f} | {row['extended']:.2f} | "
-                     f"{gain:.2f}x |")  # fmt: skip
-    return "\n".join(lines)
+    header = ["language", f"Llama 3 ({v['llama3']:,})", f"base ({v['base']:,}, C4 English)",
+              f"base + {r['config']['extra']:,} multilingual ({v['extended']:,})", "gain"]  # fmt: skip
+    rows = [[f"{r['languages'].get(lang, lang)} ({lang})", f"{row['llama3']:.2f}", f"{row['base']:.2f}",
+             f"{row['extended']:.2f}", f"{row['extended'] / row['base']:.2f}x"]
+            for lang, row in r["bytes_per_token"].items()]  # fmt: skip
+    return markdown_table(header, rows, "lrrrr")
 
 
 def main(argv: list[str] | None = None) -> dict:

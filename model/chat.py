@@ -13,9 +13,8 @@ import sys
 from dataclasses import dataclass
 from typing import TextIO
 
-import torch
-
 from model.checkpoint import load_model
+from model.dtypes import parse_dtype
 from model.generate import stream
 from model.tokenizer import Tokenizer
 from tools import config as config_lib
@@ -64,7 +63,7 @@ def respond(model, tok: Tokenizer, prompt: list[int], cfg: ChatConfig, out: Text
 def run(cfg: ChatConfig, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> list[list[int]]:
     if cfg.mode not in ("complete", "chat"):
         raise config_lib.ConfigError(f"mode must be 'complete' or 'chat', got {cfg.mode!r}")
-    dtype = {"": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[cfg.dtype]
+    dtype = parse_dtype(cfg.dtype, empty=True)
     model, tok = load_model(user_path(cfg.ckpt), cfg.device, dtype=dtype)
     model.eval()
     if cfg.mode == "complete":

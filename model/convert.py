@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 
 from model import bpe, checkpoint, interop
+from model.dtypes import parse_dtype
 from model.llama import ModelArgs
 from model.tokenizer import Tokenizer
 from tools import config as config_lib
 from tools.paths import user_path
 
 FORMATS = ("herd", "meta", "hf")
-DTYPES = {"": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -37,16 +37,6 @@ class ConvertConfig:
     tokenizer: str = ""  # for sources without one: llama3, or a path
     shards: int = 1  # meta: number of model-parallel files to write
     max_shard_gb: float = 5.0  # hf: largest safetensors file before splitting (with an index)
-
-
-def load_tokenizer(spec: str | os.PathLike) -> Tokenizer:
-    spec = str(spec)
-    if spec == "llama3":
-        return Tokenizer.llama3()
-    path = Path(spec)
-    if path.suffix == ".json" or (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
-        return bpe.from_hf_json(path if path.suffix == ".json" else path / "tokenizer.json")
-    return Tokenizer.load(path)
 
 
 def read_checkpoint(path: str | os.PathLike, fmt: str, device: str | torch.device = "cpu"):
@@ -103,14 +93,13 @@ def convert(cfg: ConvertConfig) -> Path:
     for key in ("src_format", "dst_format"):
         if getattr(cfg, key) not in FORMATS:
             raise config_lib.ConfigError(f"{key} must be one of {', '.join(FORMATS)}, got {getattr(cfg, key)!r}")
-    if cfg.dtype not in DTYPES:
-        raise config_lib.ConfigError(f"dtype must be one of {', '.join(repr(d) for d in DTYPES)}, got {cfg.dtype!r}")
+    dtype = parse_dtype(cfg.dtype, empty=True)
     src, dst = user_path(cfg.src), user_path(cfg.dst)
     args, sd, tok = read_checkpoint(src, cfg.src_format)
     if cfg.tokenizer:
-        tok = load_tokenizer(user_path(cfg.tokenizer) if cfg.tokenizer != "llama3" else "llama3")
-    if DTYPES[cfg.dtype] is not None:
-        sd = {k: v.to(DTYPES[cfg.dtype]) if v.is_floating_point() else v for k, v in sd.items()}
+        tok = bpe.tokenizer_from_spec(user_path(cfg.tokenizer) if cfg.tokenizer != "llama3" else "llama3")
+    if dtype is not None:
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     out = write_checkpoint(
         args, sd, tok, dst, cfg.dst_format, shards=cfg.shards, max_shard_bytes=int(cfg.max_shard_gb * 2**30)
     )

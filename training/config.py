@@ -16,7 +16,6 @@ from tools import config as tools_config
 from tools.paths import user_path
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-PAPER_MIX = {"general": 0.50, "math": 0.25, "code": 0.17, "multilingual": 0.08}  # paper section 3.1.2
 
 
 @dataclass
@@ -55,7 +54,7 @@ class BatchStage:
 
 @dataclass
 class DataConfig:
-    # Token shares of the mix, by category of the shard set; empty: PAPER_MIX. Categories missing from the
+    # Token shares of the mix, by category of the shard set; empty: data.shards.PAPER_MIX. Categories missing from the
     # shards are dropped with a warning (and counted in the summary) unless `strict`.
     mix: dict[str, float] = field(default_factory=dict)
     # Mix keys that live in another shard set: key -> its directory (all its categories of `split`).
@@ -106,7 +105,7 @@ class TrainConfig:
 class GateConfig:
     """The end-of-stage check of long-context pre-training (paper section 3.4.2)."""
 
-    fn: str = "auto"  # auto (eval.niah.gate if present, else training.gates:passkey) | module:function
+    fn: str = "passkey"  # passkey (training.gates) | module:function, e.g. eval.niah:gate (the recipes' choice)
     threshold: float = 0.9  # minimum retrieval accuracy at the stage's length
     n: int = 8  # retrieval trials
     loss_tolerance: float = 0.02  # short-context valid loss may rise at most this fraction over its pre-stage value

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.shards import ShardSet
-from training.config import PAPER_MIX, DataConfig
+from data.shards import PAPER_MIX, ShardSet
+from training.config import DataConfig
 
 IGNORE = -100
 log = logging.getLogger(__name__)

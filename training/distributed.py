@@ -15,10 +15,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from model.dtypes import parse_dtype
 from training.config import ParallelConfig
 from training.kernel_swap import apply_kernels
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -113,9 +112,7 @@ def init(device: str = "auto", backend: str = "auto") -> DistInfo:
 def param_dtype(cfg: ParallelConfig, device: torch.device) -> torch.dtype:
     if cfg.param_dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if cfg.param_dtype not in DTYPES:
-        raise ValueError(f"parallel.param_dtype must be auto or one of {sorted(DTYPES)}, got '{cfg.param_dtype}'")
-    return DTYPES[cfg.param_dtype]
+    return parse_dtype(cfg.param_dtype, "parallel.param_dtype (or auto)")
 
 
 def apply_activation_checkpointing(model: nn.Module, mode: str, every: int = 2) -> None:
@@ -143,7 +140,8 @@ def apply_fsdp(model: nn.Module, cfg: ParallelConfig, device: torch.device, forw
     """FSDP2: one fully_shard unit per block, then the root (embeddings, final norm, output head)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
-    mp = MixedPrecisionPolicy(param_dtype=param_dtype(cfg, device), reduce_dtype=DTYPES[cfg.reduce_dtype])
+    reduce = parse_dtype(cfg.reduce_dtype, "parallel.reduce_dtype")
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype(cfg, device), reduce_dtype=reduce)
     blocks = list(model.layers.values())
     for i, block in enumerate(blocks):
         # The last block is gathered again right away by the backward pass: keep it unsharded.

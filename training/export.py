@@ -19,17 +19,15 @@ def load_tokenizer(spec: str, shards_dir: str | Path):
     """recipe.tokenizer: "llama3", a tokenizer directory, or "" (a tokenizer/ folder beside the shards, else
     the official Llama 3 tokenizer when the manifest's fingerprint is its). Checked against the manifest's
     sha256 when it has one. None when nothing matches (then exports carry no tokenizer)."""
-    from model.tokenizer import Tokenizer
+    from model.bpe import tokenizer_from_spec
 
     info = ShardSet(shards_dir).tokenizer
-    if spec == "llama3":
-        tok = Tokenizer.llama3()
-    elif spec:
-        tok = Tokenizer.load(user_path(spec))
+    if spec:
+        tok = tokenizer_from_spec(spec if spec == "llama3" else user_path(spec))
     elif (Path(shards_dir) / "tokenizer").is_dir():
-        tok = Tokenizer.load(Path(shards_dir) / "tokenizer")
+        tok = tokenizer_from_spec(Path(shards_dir) / "tokenizer")
     elif info.get("sha256") and info.get("n_ranks") == 128000:
-        tok = Tokenizer.llama3()
+        tok = tokenizer_from_spec("llama3")
     else:
         log.warning("no tokenizer for %s: set recipe.tokenizer (exports will carry none)", shards_dir)
         return None

@@ -2,7 +2,8 @@
 
 `passkey` is the passkey-retrieval check (Mohtashami & Jaggi 2023): a 5-digit key hidden at evenly spread
 depths of `seq_len` tokens of repetitive filler, retrieved by greedy decoding. eval.niah.gate (the eval
-package's needle-in-a-haystack on real essays) has the same signature; `resolve("auto")` prefers it.
+package's needle-in-a-haystack on real essays) has the same signature; the recipes name it ("eval.niah:gate"), and
+`resolve` imports whatever module:function a config names.
 """
 
 from __future__ import annotations
@@ -69,14 +70,8 @@ def passkey(model, tokenizer, seq_len: int, *, n: int, seed: int) -> float:
 
 
 def resolve(spec: str) -> Callable:
-    """auto: eval.niah.gate when the eval package provides it, else passkey; or any module:function."""
-    if spec == "auto":
-        try:
-            from eval.niah import gate
-
-            return gate
-        except ImportError:
-            return passkey
+    """passkey (this module's retrieval check) or any module:function with the same signature; the experiments'
+    recipes name the paper's needle-in-a-haystack gate, eval.niah:gate (training does not import eval)."""
     if spec == "passkey":
         return passkey
     return import_function(spec)

@@ -1,7 +1,7 @@
 """The training loss, chosen by config: a summed next-token cross-entropy over the valid targets.
 
-The trainer divides the sum by the global number of target tokens of the step, so gradient accumulation
-and data parallelism give the same gradient as one big batch.
+The training loop (training/loop.py) divides the sum by the global number of target tokens of the step, so
+gradient accumulation and data parallelism give the same gradient as one big batch.
 
 - cross_entropy: the model's fp32 logits [B, T, V], then F.cross_entropy.
 - chunked: from the final hidden states, the output projection and cross-entropy chunk by chunk of tokens,
@@ -60,12 +60,12 @@ def _fused() -> Callable:
     return fused_linear_cross_entropy
 
 
-class LossModule(nn.Module):
-    """Wraps the Transformer so that forward returns the step's summed loss (DDP wraps this module)."""
+class NextTokenLoss:
+    """The language-modelling loss of the training loop: loss_fn(model, batch) -> (summed cross-entropy, number of
+    target tokens), for a training.data.Batch (tokens, doc_ids, targets [B, T]) moved to `device`."""
 
-    def __init__(self, model: nn.Module, kind: str = "cross_entropy"):
-        super().__init__()
-        self.model, self.kind = model, kind
+    def __init__(self, kind: str = "cross_entropy", device: torch.device | str = "cpu"):
+        self.kind, self.device = kind, torch.device(device)
         self.mean_fn = None
         if kind == "fused":
             self.mean_fn = _fused()
@@ -74,16 +74,17 @@ class LossModule(nn.Module):
         elif kind not in ("cross_entropy", "chunked"):
             raise ValueError(f"loss must be cross_entropy, chunked, fused or module:function, got '{kind}'")
 
-    def forward(self, tokens: torch.Tensor, doc_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        targets = targets.reshape(-1)
-        if self.kind == "cross_entropy":
-            logits = self.model(tokens, doc_ids)
-            return F.cross_entropy(logits.flatten(0, 1), targets, ignore_index=IGNORE, reduction="sum")
-        hidden = self.model.hidden(tokens, doc_ids).flatten(0, 1)
-        weight = self.model.output.weight
-        if self.kind == "chunked":
-            return chunked_cross_entropy(hidden, weight, targets)
+    def __call__(self, model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, doc_ids = batch.tokens.to(self.device), batch.doc_ids.to(self.device)
+        targets = batch.targets.to(self.device).reshape(-1)
         n = (targets != IGNORE).sum()
+        if self.kind == "cross_entropy":
+            logits = model(tokens, doc_ids)
+            return F.cross_entropy(logits.flatten(0, 1), targets, ignore_index=IGNORE, reduction="sum"), n
+        hidden = model.hidden(tokens, doc_ids).flatten(0, 1)
+        weight = model.output.weight
+        if self.kind == "chunked":
+            return chunked_cross_entropy(hidden, weight, targets), n
         if int(n) == 0:
-            return hidden.sum() * 0.0  # keeps the graph (and DDP's hooks) alive
-        return self.mean_fn(hidden, weight, targets, ignore_index=IGNORE).float() * n
+            return hidden.sum() * 0.0, n  # keeps the graph (and DDP's hooks) alive
+        return self.mean_fn(hidden, weight, targets, ignore_index=IGNORE).float() * n, n

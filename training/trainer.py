@@ -1,13 +1,10 @@
-"""The trainer core: one training phase in a work directory, resumable at any step.
+"""One pre-training phase (pretrain, a long-context stage, anneal) as a builder over the open loop.
 
-A step takes the batch of its token-triggered stage, splits this rank's rows into micro-batches, and
-accumulates gradients of the summed loss scaled by world_size / (target tokens of the whole step, all ranks):
-DDP and FSDP2 average gradients over ranks, so the update equals that of one big batch whatever the
-micro-batch and rank counts. Then clipping, a loss-spike check (skip the update, or roll back to the last
-checkpoint and move on past the data), and AdamW with the schedule's LR.
-
-Everything the next step depends on (weights, optimizer, step, tokens, data position, spike statistics,
-RNG) is in the checkpoint, so a resumed run repeats the uninterrupted one bit for bit on CPU.
+The Trainer builds the model from the recipe (full or meta initialisation, parallelised), AdamW, the packed
+mix loader cut into each step's batch-size stage and micro-batches, the next-token loss and the phase's LR
+schedule, and hands them to training.loop.TrainLoop, which does the steps, spikes, checkpoints, exact resume,
+preemption and monitoring. It adds what is particular to language-model phases: starting from another phase
+(`init_from`) or an exported model, and the validation loss per category.
 """
 
 from __future__ import annotations
@@ -15,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
-import time
 from pathlib import Path
 
 import torch
@@ -26,20 +21,15 @@ from model.llama import ModelArgs, build
 from model.presets import preset
 from training import checkpoint as ckpt
 from training import distributed as D
-from training.config import DataConfig, Recipe, TrainConfig
+from training.config import BatchStage, DataConfig, Recipe, TrainConfig
 from training.data import IGNORE, PackedLoader
-from training.losses import LossModule
-from training.monitor import Monitor, flops_per_token, memory_gb, peak_flops
-from training.preemption import Preemption, describe
+from training.loop import StepBatch, TrainLoop
+from training.losses import NextTokenLoss
+from training.monitor import Monitor, flops_per_token, peak_flops
 from training.schedule import check_stages, lr_at, stage_at, steps_for
 
 log = logging.getLogger(__name__)
-PREEMPTED_CLOSE_S = 10.0  # wandb's finish after a preemption save (Slurm's KillWait, 30 s by default, follows)
 FULL_INIT_MAX_PARAMS = 2e9  # below this the whole model is initialised before sharding (same init at any world size)
-
-
-class SpikeError(RuntimeError):
-    """Too many loss spikes in a row."""
 
 
 def model_args(recipe: Recipe, shards_dir: str | Path, **changes) -> ModelArgs:
@@ -90,6 +80,31 @@ def checkpoint_args(path: str | Path) -> ModelArgs:
     return ModelArgs(**json.loads((found / "trainer.json").read_text())["args"])
 
 
+class PackedBatches:
+    """The loop's batch source for a phase: each step's batch-size stage (by tokens trained) from the packed
+    loader, this rank's rows cut into micro-batches of `micro_rows` (0: all at once)."""
+
+    def __init__(self, loader: PackedLoader, stages: list[BatchStage], info: D.DistInfo, micro_rows: int, phase: str):
+        self.loader, self.stages, self.info, self.micro_rows, self.phase = loader, stages, info, micro_rows, phase
+
+    def next_batch(self, step: int, tokens: int) -> StepBatch:
+        stage = stage_at(self.stages, tokens)
+        rows, seq_len = stage.batch_tokens // stage.seq_len, stage.seq_len
+        batch = self.loader.next_batch(rows, seq_len, self.info.rank, self.info.world)
+        local = rows // self.info.world
+        micro = self.micro_rows or local
+        if local % micro:
+            raise ValueError(f"{self.phase}: {local} rows per rank are not a multiple of micro_batch_rows {micro}")
+        parts = [batch.rows(i, i + micro) for i in range(0, local, micro)]
+        return StepBatch(parts, stage.batch_tokens, {"seq_len": seq_len})
+
+    def state_dict(self) -> dict:
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loader.load_state_dict(state)
+
+
 class Trainer:
     """One phase: `Trainer(recipe, cfg, workdir, shards_dir, phase=...)` then `fit()`.
 
@@ -125,25 +140,48 @@ class Trainer:
         if self.args.max_seq_len < max_seq:
             self.args = dataclasses.replace(self.args, max_seq_len=max_seq)
         self.model = self._build()
-        self.loss_module = LossModule(self.model, cfg.loss)
-        self.module = D.wrap_ddp(self.loss_module, recipe.parallel, self.info)
-        self.optimizer = optimizer(self.model, cfg.optim)
+        self.loss_fn = NextTokenLoss(cfg.loss, self.info.device)
         self.loader = PackedLoader(shards_dir, cfg.data)
-        self.checkpointer = ckpt.Checkpointer(
-            self.workdir / "checkpoints", self.info, cfg.checkpoint.keep_last, cfg.checkpoint.checksum
-        )
         self.monitor = monitor or Monitor(self.workdir, recipe.monitor, self.info.main, phase)
-        self.preemption = Preemption()
-        self.step, self.tokens = 0, 0
-        self.spike = {"mean": None, "run": 0, "events": 0}
         self.last_step = steps_for(cfg.batch, cfg.tokens) if cfg.tokens else 0
-        self.last_saved_step = -1
-        self.peak = peak_flops(self.info.device, recipe.monitor.peak_flops)
         self._flops: dict[int, float] = {}
         self._valid: dict[str, tuple | None] = {}
+        self.loop = TrainLoop(
+            self.model,
+            PackedBatches(self.loader, cfg.batch, self.info, cfg.micro_batch_rows, phase),
+            self.loss_fn,
+            optimizer(self.model, cfg.optim),
+            lambda step: lr_at(step, cfg.optim.lr, cfg.lr, self.last_step),
+            cfg,
+            phase=phase,
+            workdir=self.workdir,
+            info=self.info,
+            parallel=recipe.parallel,
+            monitor=self.monitor,
+            log_every=recipe.monitor.log_every,
+            validate=self.validate,
+            flops_per_token=lambda b: self._flops_per_token(b.fields["seq_len"]),
+            peak_flops=peak_flops(self.info.device, recipe.monitor.peak_flops),
+            extra_state=lambda: {"args": dataclasses.asdict(self.args)},
+        )
         self.resumed_from = self._resume(init_from)
         for name in self.loader.skipped:
             self.monitor.event("skipped_category", step=self.step, category=name, reason="no shards for the split")
+
+    # The loop's state, read (and in tests, set) through the trainer.
+    step = property(lambda self: self.loop.step, lambda self, v: setattr(self.loop, "step", v))
+    tokens = property(lambda self: self.loop.tokens, lambda self, v: setattr(self.loop, "tokens", v))
+    spike = property(lambda self: self.loop.spike, lambda self, v: setattr(self.loop, "spike", v))
+    optimizer = property(lambda self: self.loop.optimizer)
+    checkpointer = property(lambda self: self.loop.checkpointer)
+    preemption = property(lambda self: self.loop.preemption)
+    last_saved_step = property(lambda self: self.loop.last_saved_step)
+
+    def train_step(self) -> dict:
+        return self.loop.train_step()
+
+    def save(self, milestone: bool = False) -> Path:
+        return self.loop.save(milestone)
 
     # ---- construction ----
     def _build(self) -> torch.nn.Module:
@@ -166,22 +204,16 @@ class Trainer:
         return model
 
     def _resume(self, init_from) -> str | None:
-        warn = self._warn_torn
-        found = ckpt.latest_complete(self.checkpointer.root, self.cfg.checkpoint.checksum, warn=warn)
-        if found:
-            path, _ = found
-            self._load(path)
-            self.monitor.truncate(self.step)
-            self.monitor.event("resume", step=self.step, tokens=self.tokens, checkpoint=str(path), pid=_pid())
+        path = self.loop.resume()
+        if path is not None:
             return str(path)
-        self.monitor.event("start", step=0, pid=_pid(), world=self.info.world, params=_count(self.model))
         if init_from is None:
             return None
         init_from = Path(init_from)
         if (init_from / "params.json").is_file() and (init_from / "model.safetensors").is_file():
             self._load_exported(init_from)
         else:
-            path = find_checkpoint(init_from, warn=warn)
+            path = find_checkpoint(init_from, warn=self.loop.warn_torn)
             if path is None:
                 raise FileNotFoundError(f"init_from {init_from}: no complete checkpoint and no exported model there")
             state = self.checkpointer.load(path, self.model, self.optimizer, rng=False)
@@ -197,145 +229,10 @@ class Trainer:
         sd = read_safetensors([path / WEIGHTS_FILE], self.args)  # names and shapes checked against this model
         set_model_state_dict(self.model, sd, options=StateDictOptions(full_state_dict=True))
 
-    def _load(self, path: Path) -> None:
-        state = self.checkpointer.load(path, self.model, self.optimizer)
-        self.step, self.tokens = state["step"], state["tokens"]
-        self.loader.load_state_dict(state["loader"])
-        self.spike = state["spike"]
-        self.last_saved_step = self.step
-
-    def _warn_torn(self, message: str) -> None:
-        log.warning(message)
-        self.monitor.event("torn_checkpoint", step=self.step, message=message)
-
-    # ---- checkpoints ----
-    def state(self) -> dict:
-        return {
-            "phase": self.phase,
-            "step": self.step,
-            "tokens": self.tokens,
-            "loader": self.loader.state_dict(),
-            "spike": self.spike,
-            "args": dataclasses.asdict(self.args),
-        }
-
-    def save(self, milestone: bool = False) -> Path:
-        path = self.checkpointer.save(self.step, self.model, self.optimizer, self.state(), milestone)
-        self.last_saved_step, self._last_save_time = self.step, time.time()
-        self.monitor.event("checkpoint", step=self.step, tokens=self.tokens, path=path.name, milestone=milestone)
-        return path
-
-    def _save_due(self) -> bool:
-        c = self.cfg.checkpoint
-        if c.every_steps and self.step % c.every_steps == 0:
-            return True
-        return bool(c.every_seconds) and time.time() - self._last_save_time >= c.every_seconds
-
-    # ---- one step ----
-    def train_step(self) -> dict:
-        stage = stage_at(self.cfg.batch, self.tokens)
-        rows, seq_len = stage.batch_tokens // stage.seq_len, stage.seq_len
-        start = time.perf_counter()
-        batch = self.loader.next_batch(rows, seq_len, self.info.rank, self.info.world)
-        local = rows // self.info.world
-        micro = self.cfg.micro_batch_rows or local
-        if local % micro:
-            raise ValueError(f"{self.phase}: {local} rows per rank are not a multiple of micro_batch_rows {micro}")
-        n_targets = float(self.info.sum(batch.n_targets))
-        scale = self.info.world / max(n_targets, 1.0)
-        self.model.train()
-        dev = self.info.device
-        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)  # on the device: no sync per micro-batch
-        for i in range(0, local, micro):
-            mb = batch.rows(i, i + micro)
-            with (
-                D.no_sync(self.module, self.model, sync=i + micro >= local),
-                D.autocast(self.info, self.recipe.parallel),
-            ):
-                s = self.module(mb.tokens.to(dev), mb.doc_ids.to(dev), mb.targets.to(dev))
-                (s * scale).backward()
-            loss_sum += s.detach().double()
-        loss = float(self.info.sum(loss_sum)) / max(n_targets, 1.0)  # the step's one host sync for the loss
-        clip = self.cfg.optim.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
-        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-        lr = lr_at(self.step, self.cfg.optim.lr, self.cfg.lr, self.last_step)
-        record = {
-            "step": self.step,
-            "tokens": self.tokens + stage.batch_tokens,
-            "loss": loss,
-            "lr": lr,
-            "grad_norm": grad_norm,
-            "seq_len": seq_len,
-            "batch_tokens": stage.batch_tokens,
-            "targets": int(n_targets),
-        }
-        if self._is_spike(loss):
-            self.optimizer.zero_grad(set_to_none=True)
-            self._handle_spike(loss, record)
-            return record
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        m = self.spike["mean"]
-        self.spike["mean"] = loss if m is None else self.cfg.spike.ema * m + (1 - self.cfg.spike.ema) * loss
-        self.spike["run"] = 0
-        self.step += 1
-        self.tokens += stage.batch_tokens
-        record["step"] = self.step  # steps done, as in checkpoint names (the first step logs 1)
-        seconds = time.perf_counter() - start
-        tps = stage.batch_tokens / seconds
-        record.update(
-            tokens_per_s=tps,
-            mfu=tps * self._flops_per_token(seq_len) / (self.info.world * self.peak),
-            mem_gb=memory_gb(self.info.device),
-            seconds=seconds,
-        )
-        return record
-
     def _flops_per_token(self, seq_len: int) -> float:
         if seq_len not in self._flops:
             self._flops[seq_len] = flops_per_token(self.args, seq_len)
         return self._flops[seq_len]
-
-    def _is_spike(self, loss: float) -> bool:
-        if not math.isfinite(loss):
-            return True
-        s = self.cfg.spike
-        mean = self.spike["mean"]
-        return s.factor > 0 and self.step >= s.warmup_steps and mean is not None and loss > s.factor * mean
-
-    def _handle_spike(self, loss: float, record: dict) -> None:
-        self.spike["run"] += 1
-        self.spike["events"] += 1
-        action = self.cfg.spike.action
-        info = {"step": self.step, "loss": loss, "mean": self.spike["mean"], "in_a_row": self.spike["run"]}
-        if self.spike["run"] > self.cfg.spike.max_events:
-            self.monitor.event("spike_abort", **info)
-            raise SpikeError(
-                f"{self.phase}: {self.spike['run']} loss spikes in a row at step {self.step} "
-                f"(loss {loss:.4f}, running mean {self.spike['mean']})"
-            )
-        found = None
-        if action == "rollback":
-            found = ckpt.latest_complete(self.checkpointer.root, self.cfg.checkpoint.checksum, warn=self._warn_torn)
-        elif action != "skip":
-            raise ValueError(f"spike.action must be skip or rollback, got '{action}'")
-        if found is None:
-            # Skip: the batch is consumed, the update dropped; the step counts (the schedule moves on).
-            self.step += 1
-            self.tokens += record["batch_tokens"]
-            self.monitor.event("spike", action="skip", **info)
-            return
-        # Roll back weights, optimizer, step and tokens; keep the data position (the batches in between
-        # are skipped) and the spike counters.
-        loader_state, spike = self.loader.state_dict(), dict(self.spike)
-        self._load(found[0])
-        self.loader.load_state_dict(loader_state)
-        self.spike.update(run=spike["run"], events=spike["events"])
-        self.monitor.truncate(self.step)
-        self.monitor.event("rollback", to_step=self.step, checkpoint=found[0].name, **info)
 
     # ---- validation ----
     def _valid_loader(self, data: DataConfig) -> PackedLoader | None:
@@ -367,9 +264,8 @@ class Trainer:
         total, count = 0.0, 0.0
         for _ in range(self.cfg.valid_batches):
             b = loader.next_batch(rows, seq_len, self.info.rank, self.info.world)
-            dev = self.info.device
             with D.autocast(self.info, self.recipe.parallel):
-                total += float(self.loss_module(b.tokens.to(dev), b.doc_ids.to(dev), b.targets.to(dev)))
+                total += float(self.loss_fn(self.model, b)[0])
             count += int((b.targets != IGNORE).sum())
         self.model.train()
         loss = float(self.info.sum(total)) / max(float(self.info.sum(count)), 1.0)
@@ -381,71 +277,8 @@ class Trainer:
     def fit(self, until_tokens: int | None = None, final_save: bool = True) -> dict:
         """Train until `until_tokens` (default: the phase's cfg.tokens); save a milestone checkpoint at the end
         (unless `final_save` is False, which leaves saving to the caller)."""
-        target = until_tokens or self.cfg.tokens
-        if target <= 0:
-            raise ValueError(f"{self.phase}: tokens to train must be positive (set {self.phase} tokens)")
-        self._last_save_time = time.time()
-        self.preemption.install()
-        self.monitor.start_progress(target, self.tokens, self.phase)
-        started, start_tokens = time.time(), self.tokens
-        last_loss, mfu_sum, n_trained = None, 0.0, 0  # over steps that trained (not skipped as spikes)
-        try:
-            while self.tokens < target:
-                record = self.train_step()
-                if "tokens_per_s" in record:
-                    last_loss, mfu_sum, n_trained = record["loss"], mfu_sum + record["mfu"], n_trained + 1
-                self.monitor.advance(record["batch_tokens"])
-                if self.step % self.recipe.monitor.log_every == 0 and "tokens_per_s" in record:
-                    self.monitor.step(record)
-                if self.cfg.valid_every and self.step % self.cfg.valid_every == 0:
-                    self.validate()
-                if self._save_due() and self.step != self.last_saved_step:
-                    self.save(self._milestone_due())
-                signum = self.preemption.requested(self.info)
-                if signum:  # save first: the loggers may already be gone (Slurm signals the whole job step)
-                    if self.step != self.last_saved_step:
-                        self.save()
-                    self.monitor.event("preempted", step=self.step, signal=signum, name=describe(signum), pid=_pid())
-                    self.monitor.close(timeout=PREEMPTED_CLOSE_S)
-                    self.preemption.finish(signum)
-        finally:
-            self.preemption.uninstall()
-            self.monitor.stop_progress()
-        if not final_save:
-            path = None
-        elif self.step != self.last_saved_step:
-            path = self.save(milestone=True)
-        else:
-            path = self.checkpointer.path(self.step)
-            self.checkpointer.mark_milestone(path)
-        seconds = time.time() - started
-        return {
-            "phase": self.phase,
-            "steps": self.step,
-            "tokens": self.tokens,
-            "loss": last_loss,
-            "tokens_per_s": (self.tokens - start_tokens) / seconds if seconds > 0 else None,
-            "mfu": mfu_sum / n_trained if n_trained else None,
-            "seconds": seconds,
-            "checkpoint": str(path) if path else None,
-            "spikes": self.spike["events"],
-            "skipped_categories": self.loader.skipped,
-            "resumed_from": self.resumed_from,
-        }
-
-    def _milestone_due(self) -> bool:
-        every = self.cfg.checkpoint.milestone_every
-        return bool(every) and self.step % every == 0
+        result = self.loop.fit(until_tokens or self.cfg.tokens, final_save)
+        return {**result, "skipped_categories": self.loader.skipped, "resumed_from": self.resumed_from}
 
     def close(self) -> None:
         self.monitor.close()
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
-
-
-def _count(model) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -6,11 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from data.base import Task
+from data.base import Env, Task
 from data.classifier import NgramClassifier, precision_recall, read_labelled, train_from_jsonl
 from data.classify import ClassifierStepConfig, Quality, Topic, TopicConfig
 from data.document import Document
-from data.runner import Env
 from data.tests.helpers import corpus
 
 

@@ -4,7 +4,7 @@ import collections
 import json
 import random
 
-from data.base import Task
+from data.base import Env, Task
 from data.document import Document
 from data.heuristics import (
     C4Config,
@@ -19,7 +19,6 @@ from data.heuristics import (
 )
 from data.langid import LanguageModel
 from data.pii import Domains, DomainsConfig, Pii, PiiConfig
-from data.runner import Env
 from data.tests.helpers import dropped, run_pipeline
 from data.textnorm import normalize, split_units, word_units
 from tools import assets

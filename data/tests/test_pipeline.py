@@ -15,7 +15,8 @@ import pytest
 
 from data import runner
 from data.base import StepStats, check_funnel
-from data.pipeline import PipelineConfig, check_steps, main
+from data.pipeline import PipelineConfig, main
+from data.steps import check_steps
 from data.tests.helpers import corpus, dropped, final_documents, run_pipeline, tree_bytes
 from tools.config import ConfigError, parse
 from tools.paths import PACKAGE_ROOT

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data.base import Task
+from data.base import Env, Task
 from data.document import Document, write_documents
 from data.readers import ReadConfig, Reader, sniff
-from data.runner import Env, expand_inputs, plan_tasks
+from data.runner import expand_inputs, plan_tasks
 from data.tests.helpers import final_documents, run_pipeline
 from data.warc import iter_records
 from tools import assets

@@ -8,9 +8,9 @@ import zlib
 import brotli
 import pyarrow as pa
 
-from data.base import Task
+from data.base import Env, Task
 from data.readers import ReadConfig, Reader
-from data.runner import Env, plan_tasks
+from data.runner import plan_tasks
 from data.tests.helpers import run_pipeline
 from data.warc import BAD_ENCODING, MALFORMED, NOT_HTTP, iter_records, parse_http
 from tools import assets

@@ -27,7 +27,6 @@ SMOKE = {
         "anneal.train.tokens=20480", "anneal.train.batch=[{tokens: 0, batch_tokens: 1024, seq_len: 128}]",
         "anneal.train.optim.lr=1.0e-2",
         "anneal.train.checkpoint.every_steps=5", "anneal.average=2",
-        "anneal.train.data.mix={general: 0.50, math: 0.25, code: 0.17, multilingual: 0.08}",
         "anneal.train.valid_batches=2", "anneal.train.valid_rows=16",
     ],
 }  # fmt: skip

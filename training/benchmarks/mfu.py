@@ -114,7 +114,7 @@ def run(cfg: MfuConfig) -> dict:
             "seq_len": cfg.seq_len, "rows": cfg.rows, "steps": cfg.steps, "loss": recipe.pretrain.loss,
             "compile": cfg.compile, "attn_backend": cfg.attn_backend,
             "warmup_seconds": warmup_s, "step_seconds": seconds / cfg.steps, "tokens_per_s": tps,
-            "flops_per_token": fpt, "peak_flops": trainer.peak, "mfu": tps * fpt / trainer.peak,
+            "flops_per_token": fpt, "peak_flops": trainer.loop.peak, "mfu": tps * fpt / trainer.loop.peak,
             "max_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
             "final_loss": trainer.validate(event=False),
         }  # fmt: skip

@@ -22,7 +22,7 @@ from training.config import load_recipe
 
 
 def byte_shards(root: Path) -> Path:
-    from training.tests.helpers import text_shards
+    from training.sample_shards import text_shards
 
     return text_shards(root, chars=1_500_000)
 

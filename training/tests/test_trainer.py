@@ -9,10 +9,11 @@ import torch
 
 from training import checkpoint as ckpt
 from training.data import Batch
+from training.loop import SpikeError
 from training.losses import chunked_cross_entropy
 from training.monitor import read_metrics, step_records
 from training.tests.helpers import micro_recipe, text_shards
-from training.trainer import SpikeError, Trainer
+from training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
