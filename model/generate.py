@@ -9,6 +9,11 @@ With `compile=True` the one-token decoding step runs through torch.compile (gpt-
 the step has static shapes (it writes its slot with index_copy_ at a position tensor and attends over the whole
 cache with a -inf bias on empty and padding slots), so one graph serves every step of a request. The cache size
 is then rounded up to a multiple of 256 so that requests of similar length share a compiled graph.
+
+With `samples=K` each prompt is continued K times (rejection sampling, best-of-K): the B prompts are prefilled
+once, then the cache is expanded to B*K rows (`KVCache.repeat_interleave`) and decoding runs on all of them. The
+first tokens are drawn from the prefill's logits repeated the same way, so with a seed the result equals, token for
+token, generating from each prompt repeated K times (the generator sees the same [B*K, V] draws in the same order).
 """
 
 from __future__ import annotations
@@ -75,6 +80,13 @@ class KVCache:
         self.pad_bias = torch.zeros(batch, 1, 1, max_len, device=device, dtype=dtype)
         self.pad_bias.masked_fill_((self.slots[None, :] < self.pad[:, None])[:, None, None, :], float("-inf"))
 
+    def repeat_interleave(self, k: int) -> None:
+        """Expand every row to k consecutive rows (row b -> rows b*k .. b*k+k-1): keys, values and padding."""
+        for kv in self.layers.values():
+            kv.k, kv.v = kv.k.repeat_interleave(k, dim=0), kv.v.repeat_interleave(k, dim=0)
+        self.pad = self.pad.repeat_interleave(k, dim=0)
+        self.pad_bias = self.pad_bias.repeat_interleave(k, dim=0)
+
     def layer(self, key: str) -> LayerKV:
         return self.layers[key]
 
@@ -137,9 +149,13 @@ def sample(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _check(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens: int, top_p: float) -> None:
+def _check(
+    model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens: int, top_p: float, samples: int
+) -> None:
     if not prompts:
         raise ValueError("generate needs at least one prompt")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if not 0.0 < top_p <= 1.0:
@@ -170,10 +186,12 @@ def stream(
     stop_tokens: Sequence[int] = (),
     seed: int | None = None,
     compile: bool = False,
+    samples: int = 1,
 ) -> Iterator[list[int | None]]:
-    """Yield one list per step: each prompt's new token, or None once that prompt has stopped (stop tokens
-    are not yielded). Ends when every prompt has stopped or after max_new_tokens steps."""
-    _check(model, prompts, max_new_tokens, top_p)
+    """Yield one list per step: each row's new token, or None once that row has stopped (stop tokens are not
+    yielded). Rows are the prompts, or with `samples=K` each prompt's K samples, prompt-major (B*K rows: prompt
+    0's K samples first). Ends when every row has stopped or after max_new_tokens steps."""
+    _check(model, prompts, max_new_tokens, top_p, samples)
     device = model.tok_embeddings.weight.device
     lengths = torch.tensor([len(p) for p in prompts], device=device)
     B, L = len(prompts), int(lengths.max())
@@ -189,8 +207,11 @@ def stream(
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
     stops = {int(t) for t in stop_tokens}
-    done = [False] * B
+    done = [False] * (B * samples)
     logits = _decode(model, tokens, cache)  # the prefill (eager: its shape changes with every request)
+    if samples > 1:  # share the prefill: B rows -> B*K rows, prompt-major
+        cache.repeat_interleave(samples)
+        logits = logits.repeat_interleave(samples, dim=0)
     for step in range(max_new_tokens):
         nxt = sample(logits, temperature, top_p, generator)
         new = nxt.tolist()
@@ -213,10 +234,12 @@ def generate(
     stop_tokens: Sequence[int] = (),
     seed: int | None = None,
     compile: bool = False,
+    samples: int = 1,
 ) -> list[list[int]]:
-    """Each prompt's generated tokens (prompt excluded, generation cut before the first stop token).
+    """Each prompt's generated tokens (prompt excluded, generation cut before the first stop token); with
+    `samples=K`, K generations per prompt sharing one prefill, prompt-major (out[b*K + j] is prompt b's j-th).
     `compile=True` compiles the decoding step (worth it for long generations; the first call pays the compile)."""
-    out: list[list[int]] = [[] for _ in prompts]
+    out: list[list[int]] = [[] for _ in range(len(prompts) * samples)]
     for step in stream(
         model,
         prompts,
@@ -226,6 +249,7 @@ def generate(
         stop_tokens=stop_tokens,
         seed=seed,
         compile=compile,
+        samples=samples,
     ):
         for row, token in zip(out, step):
             if token is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.benchmarks import mfu, overhead
+from training.benchmarks import mfu, overhead, rejection_sampling
 
 
 def test_overhead_benchmark_reports_both_sides():
@@ -25,3 +25,12 @@ def test_mfu_benchmark_runs_on_cpu_with_tiny_shapes():
 def test_mfu_benchmark_refuses_a_missing_gpu():
     with pytest.raises(RuntimeError, match="no CUDA device is available"):
         mfu.run(mfu.MfuConfig(device="cuda", tiny=True))
+
+
+def test_rejection_sampling_benchmark_checks_equal_outputs():
+    cfg = rejection_sampling.RejectionBenchConfig(prompts=2, prompt_len=32, k=3, new_tokens=4, rounds=3)
+    r = rejection_sampling.run(cfg)
+    assert r["outputs_identical"] and r["samples"] == 6 and r["shared_samples_per_s"] > 0
+    speedups = sorted(rep / sh for rep, sh in zip(r["seconds"]["repeated"], r["seconds"]["shared"]))
+    assert r["speedup"] == pytest.approx(speedups[1])
+    assert (r["speedup_min"], r["speedup_max"]) == (speedups[0], speedups[2])
