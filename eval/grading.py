@@ -9,20 +9,29 @@ from eval.equivalence import Judge
 from eval.generation import cut
 
 
-def grade_gsm8k(items: Sequence[gsm8k.Item], outputs: Sequence[str]) -> list[dict]:
-    """Per item: id, gold answer, both extractions and their 0/1 scores."""
+def grade_gsm8k(
+    items: Sequence[gsm8k.Item], outputs: Sequence[str], stop_strings: Sequence[str] = gsm8k.STOP_STRINGS
+) -> list[dict]:
+    """Per item: id, gold answer, both extractions and their 0/1 scores (outputs cut at `stop_strings` first)."""
     if len(items) != len(outputs):
         raise ValueError(f"{len(items)} GSM8K items but {len(outputs)} outputs")
-    return [{"id": it.id, "gold": it.answer, **gsm8k.grade(out, it.answer)} for it, out in zip(items, outputs)]
+    return [
+        {"id": it.id, "gold": it.answer, **gsm8k.grade(out, it.answer, stop_strings)} for it, out in zip(items, outputs)
+    ]
 
 
 def grade_math(
-    items: Sequence[hendrycks_math.Item], outputs: Sequence[str], judge: Judge | None = None, timeout: float = 5.0
+    items: Sequence[hendrycks_math.Item],
+    outputs: Sequence[str],
+    judge: Judge | None = None,
+    timeout: float = 5.0,
+    stop_strings: Sequence[str] = hendrycks_math.STOP_STRINGS,
 ) -> list[dict]:
-    """Per item: id, subject, level, gold and extracted answers, score and the check that decided it."""
+    """Per item: id, subject, level, gold and extracted answers, score and the check that decided it. Outputs are
+    cut at `stop_strings` first (the few-shot prompt's "Problem:"; a chat reply ends at <|eot_id|>: pass ())."""
     if len(items) != len(outputs):
         raise ValueError(f"{len(items)} MATH items but {len(outputs)} outputs")
-    extracted = [hendrycks_math.extract_answer(cut(out, hendrycks_math.STOP_STRINGS)) for out in outputs]
+    extracted = [hendrycks_math.extract_answer(cut(out, stop_strings)) for out in outputs]
     own = judge is None
     judge = judge or Judge(timeout=timeout)
     try:

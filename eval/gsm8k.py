@@ -1,4 +1,5 @@
-"""GSM8K: 8-shot chain-of-thought prompt (Wei et al. 2022 exemplars), answer extraction and grading.
+"""GSM8K: 8-shot chain-of-thought prompt (Wei et al. 2022 exemplars), answer extraction and grading; and the
+0-shot chain-of-thought chat prompt for post-trained models.
 
 Prompt and grading follow lm-evaluation-harness `gsm8k-cot.yaml`, the setup Meta reports for base models:
 "Q: <question>\\nA: <chain of thought> The answer is N." shots joined by blank lines, greedy decoding, generation
@@ -7,6 +8,10 @@ cut at "Q:". Two extractions:
 - flexible: the last number in the output, `(-?[$0-9.,]{2,})|(-?[0-9]+)`.
 Both are compared with the gold number by exact match after lower-casing and deleting ",", "$", a leading
 "... #### " and one trailing "." (the harness's `regexes_to_ignore`).
+
+Chat format (`chat_messages`, as Llama 3's instruct models are evaluated: 0-shot CoT): one user turn with the
+question and an instruction to reason step by step and end with "The answer is N.", the sentence the strict
+extraction reads; generation ends at <|eot_id|>, and the same graders score the reply.
 
 A model's output is untrusted input: extraction and clean-up are linear in its length. The harness's
 `(?s).*#### ` retries its greedy `.*` from every position (quadratic on a long run of digits), so the same
@@ -17,6 +22,7 @@ for 5 MB), so its last match is found from the end instead (`extract_flexible`).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +81,10 @@ EXEMPLARS: list[tuple[str, str]] = [
 ]
 
 STOP_STRINGS = ("Q:",)  # generation is cut where the model starts the next question
+CHAT_INSTRUCTION = (
+    'Solve this step by step. Then end your reply with the sentence "The answer is N." where N is the final '
+    "number alone, without units."
+)
 INVALID = "[invalid]"
 STRICT_RE = re.compile(r"The answer is (\-?[0-9\.\,]+).")
 FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
@@ -114,6 +124,11 @@ def prompt(question: str, n_shot: int = 8) -> str:
     return "\n\n".join([*shots, f"Q: {question}\nA:"])
 
 
+def chat_messages(question: str) -> list[dict]:
+    """The 0-shot chain-of-thought chat prompt: the question and the instruction in one user turn."""
+    return [{"role": "user", "content": f"{question}\n\n{CHAT_INSTRUCTION}"}]
+
+
 def extract_strict(output: str) -> str:
     m = STRICT_RE.search(output)
     return m.group(1).strip() if m else INVALID
@@ -146,9 +161,10 @@ def is_correct(extracted: str, answer: str) -> bool:
     return extracted != INVALID and _clean(extracted) == _clean(answer)
 
 
-def grade(output: str, answer: str) -> dict:
-    """Both extractions of one model output and whether each matches the gold answer."""
-    output = cut(output, STOP_STRINGS)
+def grade(output: str, answer: str, stop_strings: Sequence[str] = STOP_STRINGS) -> dict:
+    """Both extractions of one model output and whether each matches the gold answer. The output is cut at
+    `stop_strings` first (the few-shot prompt's "Q:"; a chat reply ends at <|eot_id|>: pass ())."""
+    output = cut(output, stop_strings)
     strict, flexible = extract_strict(output), extract_flexible(output)
     return {
         "strict": strict,

@@ -1,7 +1,10 @@
 """The eval harness: run tasks on a model, write per-item predictions and summaries, resume after a kill.
 
 Tasks: gsm8k (8-shot CoT), math500 / math (4-shot Minerva; MATH-500 or all 5,000 test problems), niah (needle in a
-haystack grid + heatmap), ppl (validation loss per category from held-out shards). Output directory:
+haystack grid + heatmap), ppl (validation loss per category from held-out shards). `format=chat` evaluates a
+post-trained model instead: GSM8K and MATH as 0-shot chain of thought in the chat format (the question and an
+instruction in a user turn, then the open assistant header, encoded as ids by Tokenizer.encode_chat), generation
+ending at <|eot_id|>, graded by the same graders. Output directory:
 
     results.json             everything: config, per task its summary and per-item predictions, throughput
     summary.csv              one row per (task, metric) (also printed as a polars table)
@@ -33,12 +36,13 @@ from tools import atomic
 from tools import config as tconfig
 
 TASKS = ("gsm8k", "math500", "math", "niah", "ppl")
+FORMATS = ("base", "chat")
 
 
 @dataclass
 class GenerationTaskConfig(DatasetConfig):
     # Where the items come from (eval/dataset.py: the vendored copy by default, a local path, or a hub dataset).
-    n_shot: int = -1  # -1 = the standard count (8 for GSM8K, 4 for MATH)
+    n_shot: int = -1  # -1 = the standard count (8 for GSM8K, 4 for MATH); base format only
 
 
 @dataclass
@@ -51,6 +55,7 @@ class MathGradingConfig:
 class EvalConfig:
     checkpoint: str = ""  # a model.checkpoint directory
     tasks: list[str] = field(default_factory=lambda: ["gsm8k", "math500", "niah", "ppl"])
+    format: str = "base"  # GSM8K and MATH prompts: base (few-shot, pre-trained) | chat (0-shot CoT, post-trained)
     limit: int = 0  # first N items per task (ppl: N windows per category); 0 = all
     out: str = ""  # results directory; default <checkpoint>/eval
     device: str = "cpu"
@@ -66,6 +71,13 @@ class EvalConfig:
     niah: niah.NiahConfig = field(default_factory=niah.NiahConfig)
     ppl: perplexity.PerplexityConfig = field(default_factory=perplexity.PerplexityConfig)
     contamination: contamination.ContaminationConfig = field(default_factory=contamination.ContaminationConfig)
+
+
+def check_format(cfg: EvalConfig) -> None:
+    if cfg.format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    if cfg.format == "chat" and max(cfg.gsm8k.n_shot, cfg.math.n_shot) > 0:
+        raise ValueError("format=chat is 0-shot: leave gsm8k.n_shot and math.n_shot unset")
 
 
 def _key(*parts) -> str:
@@ -107,6 +119,7 @@ class Harness:
     `max_seq_len` bounds prompt + generation (taken from model.args when there is one)."""
 
     def __init__(self, model, tokenizer, cfg: EvalConfig, out_dir: str | Path, max_seq_len: int | None = None):
+        check_format(cfg)
         self.model, self.tokenizer, self.cfg, self.out = model, tokenizer, cfg, Path(out_dir)
         args = getattr(model, "args", None)
         self.max_seq_len = max_seq_len or (args.max_seq_len if args is not None else 1 << 30)
@@ -165,8 +178,12 @@ class Harness:
         }
         return outputs, skipped, throughput
 
-    def _encode(self, texts: list[str]) -> list[list[int]]:
-        return [self.tokenizer.encode(t, bos=True) for t in texts]
+    def _prompts(self, texts: list[str], module, n_shot: int) -> tuple[list[list[int]], tuple[str, ...]]:
+        """Prompt ids and stop strings: the few-shot text prompts (base), or the chat dialogs encoded as ids with an
+        open assistant header (chat: generation ends at <|eot_id|>, a stop token; no stop strings)."""
+        if self.cfg.format == "chat":
+            return [self.tokenizer.encode_chat(module.chat_messages(t)) for t in texts], ()
+        return [self.tokenizer.encode(module.prompt(t, n_shot), bos=True) for t in texts], module.STOP_STRINGS
 
     def _limit(self, items: list) -> list:
         return items[: self.cfg.limit] if self.cfg.limit > 0 else items
@@ -175,11 +192,11 @@ class Harness:
     def gsm8k(self) -> dict:
         items = self._limit(gsm8k.load(self.cfg.gsm8k))
         n_shot = self.cfg.gsm8k.n_shot if self.cfg.gsm8k.n_shot >= 0 else 8
-        prompts = self._encode([gsm8k.prompt(it.question, n_shot) for it in items])
-        outputs, skipped, tp = self._generate("gsm8k", [it.id for it in items], prompts, gsm8k.STOP_STRINGS)
+        prompts, stops = self._prompts([it.question for it in items], gsm8k, n_shot)
+        outputs, skipped, tp = self._generate("gsm8k", [it.id for it in items], prompts, stops)
         kept = [it for it in items if it.id in outputs]
         t0 = time.perf_counter()
-        records = grading.grade_gsm8k(kept, [outputs[it.id] for it in kept])
+        records = grading.grade_gsm8k(kept, [outputs[it.id] for it in kept], stops)
         tp["grading_seconds"] = time.perf_counter() - t0
         for r in records:
             r["output"] = outputs[r["id"]]
@@ -190,12 +207,12 @@ class Harness:
         task = "math500" if subset == "math500" else "math"
         items = self._limit(hendrycks_math.load(self.cfg.math, subset=task))
         n_shot = self.cfg.math.n_shot if self.cfg.math.n_shot >= 0 else 4
-        prompts = self._encode([hendrycks_math.prompt(it.problem, n_shot) for it in items])
-        outputs, skipped, tp = self._generate(task, [it.id for it in items], prompts, hendrycks_math.STOP_STRINGS)
+        prompts, stops = self._prompts([it.problem for it in items], hendrycks_math, n_shot)
+        outputs, skipped, tp = self._generate(task, [it.id for it in items], prompts, stops)
         kept = [it for it in items if it.id in outputs]
         t0 = time.perf_counter()
         with Judge(timeout=self.cfg.grading.timeout, workers=self.cfg.grading.workers) as judge:
-            records = grading.grade_math(kept, [outputs[it.id] for it in kept], judge)
+            records = grading.grade_math(kept, [outputs[it.id] for it in kept], judge, stop_strings=stops)
         tp["grading_seconds"] = time.perf_counter() - t0
         for r in records:
             r["output"] = outputs[r["id"]]
@@ -440,6 +457,7 @@ def run(cfg: EvalConfig) -> dict:
     unknown = [t for t in cfg.tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown} (known: {', '.join(TASKS)})")
+    check_format(cfg)
     dtype = parse_dtype(cfg.dtype)
     ckpt = user_path(cfg.checkpoint)
     cfg = with_user_paths(cfg)

@@ -1,4 +1,6 @@
-"""MATH (Hendrycks et al. 2021): 4-shot Minerva prompt, answer extraction and Minerva answer normalisation.
+"""MATH (Hendrycks et al. 2021): 4-shot Minerva prompt, answer extraction and Minerva answer normalisation; and
+the 0-shot chain-of-thought chat prompt for post-trained models (`chat_messages`: the problem and an instruction
+to reason step by step and end with the answer in \\boxed{}, which the extraction reads).
 
 Prompt (Lewkowycz et al. 2022, "Minerva"): "Problem:\\n<problem>\\n\\nSolution: <solution>" shots joined by blank
 lines; each exemplar ends "Final Answer: The final answer is X. I hope it is correct.". The answer is the text of
@@ -64,6 +66,10 @@ EXEMPLARS: list[tuple[str, str]] = [
 ]
 
 STOP_STRINGS = ("Problem:",)
+CHAT_INSTRUCTION = (
+    "Solve this step by step. Then end your reply with the sentence "
+    '"The final answer is $\\boxed{X}$." where X is the final answer alone, simplified, in LaTeX.'
+)
 INVALID = "[invalidanswer]"
 _END = "I hope it is correct."
 _FINAL = "Final Answer: The final answer is"
@@ -129,6 +135,11 @@ def load(source: DatasetConfig | str | Path | None = None, subset: str = "math50
 def prompt(problem: str, n_shot: int = 4) -> str:
     shots = [f"Problem:\n{p}\n\nSolution: {s}" for p, s in EXEMPLARS[:n_shot]]
     return "\n\n".join([*shots, f"Problem:\n{problem}\n\nSolution:"])
+
+
+def chat_messages(problem: str) -> list[dict]:
+    """The 0-shot chain-of-thought chat prompt: the problem and the instruction in one user turn."""
+    return [{"role": "user", "content": f"{problem}\n\n{CHAT_INSTRUCTION}"}]
 
 
 def _closing_brace(text: str, start: int) -> int:

@@ -1,4 +1,5 @@
-"""`./bazelw run //eval:run -- checkpoint=DIR tasks=[gsm8k,math500,niah,ppl] limit=N ...` (see eval/README.md)."""
+"""`./bazelw run //eval:run -- checkpoint=DIR tasks=[gsm8k,math500,niah,ppl] limit=N ...` (see eval/README.md);
+`format=chat` evaluates a post-trained model (GSM8K and MATH as 0-shot chain of thought in the chat format)."""
 
 from __future__ import annotations
 

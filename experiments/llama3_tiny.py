@@ -1,15 +1,17 @@
-"""llama3_tiny: the whole Llama 3 pre-training recipe at toy scale, on 2 CPU cores, through the same code as
-the paper-scale experiments.
+"""llama3_tiny: the whole Llama 3 recipe (pre-training, then post-training) at toy scale, on 2 CPU cores,
+through the same code as the paper-scale experiments.
 
-    curate -> tokenizer -> shards -> pretrain -> long_context -> anneal -> evaluate -> report
+    curate -> tokenizer -> shards -> pretrain -> long_context -> anneal -> evaluate
+           -> chat_data -> round0/sft -> round<r>/{reward_model, rejection_sampling, sft, dpo, average} -> report
 
 Data curation runs on the data package's synthetic web corpus (plus any real sources in `data.sources`), a
 small BPE is trained in the Llama 3 format, the curated documents are mixed and tokenized into shards, the
 model is pre-trained with a batch/sequence ramp and warm-up + cosine LR, extended to longer contexts in
 stages with gates, annealed with checkpoint averaging, and evaluated (validation loss per category,
 needle-in-a-haystack at the trained lengths before and after the long-context stages, GSM8K and MATH-500
-subsets). The report stage writes report.md, PNGs and metrics.json into the run directory, with a check of
-each stage's claim (see experiments/report.py).
+subsets). Post-training (experiments/posttrain.py) then runs its rounds on a synthetic chat task of short
+arithmetic problems (data/synthetic_chat.py). The report stage writes report.md, PNGs and metrics.json into
+the run directory, with a check of each stage's claim (see experiments/report.py).
 
 The training recipe is training/configs/llama3_tiny.yaml, embedded as `train` (override any key, e.g.
 `train.pretrain.tokens=200000`).
@@ -21,6 +23,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from experiments import posttrain
 from experiments import report as tiny_report
 from experiments import stages as data_stages
 from experiments.config import ExperimentConfig
@@ -65,6 +68,8 @@ class ChecksConfig:
     # paper's "short-context performance recovered", on the whole validation split.
     long_context_loss_tolerance: float = 0.02
     anneal_loss_tolerance: float = 0.02  # valid loss after anneal + averaging <= before x (1 + this)
+    min_rm_accuracy: float = 0.65  # reward model's held-out pairwise accuracy, "well above" chance (0.5)
+    dpo_exact_match_tolerance: float = 0.0  # DPO may lower held-out exact match by at most this
 
 
 @dataclass
@@ -74,6 +79,7 @@ class Config(ExperimentConfig):
     train: Recipe = field(default_factory=lambda: load_recipe("llama3_tiny"))
     eval: TinyEvalConfig = field(default_factory=TinyEvalConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
+    posttrain: posttrain.PosttrainConfig = field(default_factory=posttrain.PosttrainConfig)
 
 
 def bind_sources(cfg: TrainConfig, dirs: dict[str, Path], categories: set[str]) -> TrainConfig:
@@ -205,7 +211,11 @@ def evaluate(ctx: StageContext) -> EvaluateRecord:
     return EvaluateRecord(models=tuple(results), results=results)  # `models` keeps the order (JSON keys get sorted)
 
 
+REPORTED = ("curate", "tokenizer", "shards", "pretrain", "long_context", "anneal", "evaluate")
+
+
 def stages(cfg: Config) -> list[Stage]:
+    post = posttrain.stages(cfg.posttrain)
     return [
         Stage("curate", data_stages.curate),
         Stage("tokenizer", data_stages.tokenizer, inputs=("curate",)),
@@ -214,9 +224,6 @@ def stages(cfg: Config) -> list[Stage]:
         Stage("long_context", long_context, inputs=("shards", "pretrain")),
         Stage("anneal", anneal, inputs=("shards", "long_context")),
         Stage("evaluate", evaluate, inputs=("shards", "pretrain", "long_context", "anneal")),
-        Stage(
-            "report",
-            tiny_report.write,
-            inputs=("curate", "tokenizer", "shards", "pretrain", "long_context", "anneal", "evaluate"),
-        ),
+        *post,
+        Stage("report", tiny_report.write, inputs=(*REPORTED, *(s.name for s in post))),
     ]

@@ -12,7 +12,7 @@ import dataclasses
 import math
 from pathlib import Path
 
-from experiments import slurm_plan
+from experiments import posttrain, slurm_plan
 from experiments.paper_scale import (
     STAGES,
     TRAINING,
@@ -22,6 +22,7 @@ from experiments.paper_scale import (
     model_args,
     pipeline_config,
     recipe_of,
+    resources,
 )
 from tools.paths import repo_root
 
@@ -99,6 +100,7 @@ def plan(cfg: PaperConfig) -> dict:
     params = param_count(model_args(recipe))
     tokens = sum(r["tokens"] for r in rows)
     fits, weights_gb = eval_fits(cfg)
+    post = [s.name for s in posttrain.stages(cfg.posttrain)]
     return {
         "experiment": cfg.name,
         "recipe": recipe,
@@ -114,6 +116,7 @@ def plan(cfg: PaperConfig) -> dict:
         "array_tasks": array_tasks(cfg),
         "eval_fits": fits,
         "eval_weights_gb": weights_gb,
+        "posttrain_jobs": {s: slurm_plan.stage_job(cfg, s, resources(cfg, s)) for s in post},
     }
 
 
@@ -134,6 +137,33 @@ def _hyper(recipe) -> list[str]:
         f"{an.train.tokens:,} tokens at {an.train.batch[-1].seq_len:,}; average of {an.average} checkpoints; "
         f"mix {an.train.data.mix}",
     ]
+
+
+def _posttrain(cfg: PaperConfig, jobs: dict) -> list[str]:
+    """The post-training rounds: hyper-parameters, and one job per stage (each kind once: the rounds repeat it)."""
+    pt = cfg.posttrain
+    sft, rm, dpo, rs = pt.sft, pt.reward_model, pt.dpo, pt.sampling
+    return [
+        f"rounds        {pt.rounds} (stages: chat_data -> round0/sft -> round<r>/"
+        "{reward_model, rejection_sampling, sft, dpo, average}, r = 1.." + f"{pt.rounds})",
+        f"reward_model  from the round's policy, LR {rm.lr:g}, {rm.steps:,} steps x {rm.per_step} prompts; all "
+        "preferences so far, strengths significantly better / better only",
+        f"rejection     K {rs.k} samples per prompt (the paper: 10-30), temperature {rs.temperature:g}, top-p "
+        f"{rs.top_p:g}, up to {rs.max_new_tokens:,} new tokens; RM score, plus the verifier where checkable",
+        f"sft           LR {sft.lr:g}, {sft.steps:,} steps x {sft.per_step} rows of {pt.seq_len:,} tokens "
+        f"({sft.steps * sft.per_step * pt.seq_len:.3g} tokens), {sft.schedule}",
+        f"dpo           LR {dpo.train.lr:g}, beta {dpo.beta:g}, NLL {dpo.nll_coef:g}, {dpo.train.steps:,} steps x "
+        f"{dpo.train.per_step} pairs on the latest round's preferences; reference log-probs precomputed",
+        f"average       of {pt.runs.dpo} DPO runs per round; the reward model and SFT stages average "
+        f"{pt.runs.reward_model} and {pt.runs.sft} runs (different data orders) into their models",
+        "Planned only: the stage functions train in one process (llama3_tiny runs them); their jobs here refuse.",
+        slurm_plan.jobs_table([jobs[s] for s in _first_round(jobs)]) + "\n(rounds 2.. repeat round 1's jobs)",
+    ]
+
+
+def _first_round(names) -> list[str]:
+    """The post-training stages up to round 1's (later rounds repeat round 1's jobs)."""
+    return [s for s in names if not s.startswith("round") or s.startswith(("round0/", "round1/"))]
 
 
 def _data_section(cfg: PaperConfig, n: int | None) -> list[str]:
@@ -199,10 +229,14 @@ def render(cfg: PaperConfig) -> str:
 
     out.append(render_plan(rows[len(recipe.pretrain.batch) - 1]["planner"]))
     fits = "fit" if p["eval_fits"] else "do NOT fit: the eval stage refuses (eval.harness runs one device)"
+    out += ["", "== Post-training (paper section 4) ==", *_posttrain(cfg, p["posttrain_jobs"])]
     out += ["", f"== eval ==\neval.harness {cfg.eval.tasks} on one {cfg.eval.gpu_memory_gb:g} GB GPU: the bf16 "
             f"weights ({p['eval_weights_gb']:,.0f} GB) {fits}", "", "== sbatch scripts =="]  # fmt: skip
     for stage in STAGES:
         out += [f"--- {stage}: {run / 'logs' / stage}/ ---", slurm_plan.stage_sbatch(cfg, stage, run).rstrip()]
+    for stage in _first_round(p["posttrain_jobs"]):
+        res = resources(cfg, stage)
+        out += [f"--- {stage}: {run / 'logs' / stage}/ ---", slurm_plan.stage_sbatch(cfg, stage, run, res).rstrip()]
     if p["array_tasks"]:
         folder = run / "stages" / "curate.partial" / "curated" / "logs" / "slurm" / "segment_0"
         out += ["--- curate: the job array of segment 0 (the other segments' arrays differ only in their folder) ---",

@@ -14,6 +14,11 @@ Stages (each a Slurm job; `stage_slurm.<stage>` sizes it):
     anneal        training.anneal.run: the last 40M tokens, LR to 0, checkpoint averaging
     eval          eval.harness on the annealed model (one GPU; refuses a model whose bf16 weights do not fit)
 
+Then post-training (paper section 4; experiments/posttrain.py), planned only: the annotated data, an SFT of it,
+and six rounds of reward model -> rejection sampling -> SFT -> DPO -> averaging, with the paper's
+hyper-parameters (`posttrain`) and per-kind Slurm resources (`posttrain_slurm`). Those stage functions run in one
+process (llama3_tiny runs them for real); at paper scale their jobs refuse, naming what is missing.
+
 The hyper-parameters are the training recipe's (training/configs/<recipe>.yaml, loaded with
 training.config.load_recipe; `recipe_overrides` are dotted key=value changes of it), not copies. Training
 stages run under submitit with every task a rank (training.distributed reads submitit's environment); on
@@ -32,12 +37,14 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from data.pipeline import PipelineConfig
 from data.steps import STEPS, segment_names
+from experiments import posttrain
 from experiments.config import ExperimentConfig
 from experiments.dag import Stage, StageContext
-from experiments.executors import resolve_kind
+from experiments.executors import resolve_kind, stage_resources
 from experiments.stages import MIX_STEPS, source_path
 from tools import cluster
 from tools.config import load
@@ -77,6 +84,10 @@ class PaperConfig(ExperimentConfig):
     data: WebDataConfig = field(default_factory=WebDataConfig)
     eval: EvalStageConfig = field(default_factory=EvalStageConfig)
     mfu: float = 0.0  # the plan's speed at this bf16 MFU (0: the recipe's plan.tflops)
+    posttrain: posttrain.PosttrainConfig = field(default_factory=posttrain.PosttrainConfig)
+    # Slurm resources of the post-training stages by kind (chat_data, sft, reward_model, rejection_sampling, dpo,
+    # average), the same for every round; over `slurm`, like stage_slurm.
+    posttrain_slurm: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- refusing to run without a cluster
@@ -252,7 +263,29 @@ def evaluate(ctx: StageContext) -> dict:
     return {"tasks": sorted(results["tasks"])}
 
 
+def kind(stage: str) -> str:
+    """A post-training stage's kind: round3/dpo -> dpo."""
+    return stage.rsplit("/", 1)[-1]
+
+
+def resources(cfg: PaperConfig, stage: str) -> cluster.SlurmConfig:
+    """A stage's Slurm resources: stage_slurm for the pre-training stages, posttrain_slurm.<kind> for the others."""
+    if stage in STAGES:
+        return stage_resources(cfg, stage)
+    return cluster.with_overrides(cfg.slurm, dict(cfg.posttrain_slurm.get(kind(stage), {})),
+                                  f"posttrain_slurm.{kind(stage)}")  # fmt: skip
+
+
+def posttrain_stage(ctx: StageContext) -> dict:
+    _require_slurm_job(ctx)
+    raise RuntimeError(
+        f"{ctx.config.name}: stage '{ctx.name}' is planned only: experiments/posttrain.py trains in one process "
+        "(llama3_tiny runs it); sharded post-training over the planned nodes is not built"
+    )
+
+
 def stages(cfg: PaperConfig) -> list[Stage]:
+    post = [dataclasses.replace(s, fn=posttrain_stage) for s in posttrain.stages(cfg.posttrain)]
     return [
         Stage("curate", curate),
         Stage("tokenizer", tokenizer),
@@ -261,4 +294,5 @@ def stages(cfg: PaperConfig) -> list[Stage]:
         Stage("long_context", long_context, inputs=("shards", "pretrain")),
         Stage("anneal", anneal, inputs=("shards", "long_context")),
         Stage("eval", evaluate, inputs=("shards", "anneal")),
+        *post,
     ]

@@ -390,3 +390,96 @@ class EvaluateRecord(Record):
 class ReportRecord(Record):
     checks: dict[str, bool]  # claim -> holds
     metrics: int  # how many metrics metrics.json holds
+
+
+# ------------------------------------------------------------------------------------------ post-training
+
+
+@dataclass(frozen=True)
+class ChatDataRecord(Record):
+    """The synthetic chat task (data/synthetic_chat.py): the annotated dialogs and preferences of round 0."""
+
+    train: int  # problems
+    held_out: int
+    sft_dialogs: int
+    preferences: dict[str, int]  # training pairs by strength
+    files: dict[str, str]  # name -> JSONL path
+
+
+@dataclass(frozen=True)
+class PhaseRun:
+    """One training run of a post-training stage (training.posttrain.phase.fit) and its exported model."""
+
+    steps: int
+    loss: float | None  # of the last step
+    seconds: float
+    model: str  # model directory (model.checkpoint format)
+
+
+@dataclass(frozen=True)
+class SFTRecord(Record):
+    round: int  # 0: the annotated dialogs only (the first chat policy)
+    runs: tuple[PhaseRun, ...]  # averaged into `model`
+    model: str  # the stage's model directory: the runs' mean (one run: its model)
+    dialogs: int  # trained on, all sources
+    by_source: dict[str, int]
+    dropped: int  # longer than the packed row
+    exact_match: float  # held-out problems, greedy
+    base_exact_match: float  # the pre-trained (annealed) model's, same prompts
+
+
+@dataclass(frozen=True)
+class RewardModelRecord(Record):
+    round: int
+    runs: tuple[PhaseRun, ...]  # each run's model: its backbone's directory; the head beside it (head.safetensors)
+    model: str  # the stage's reward model: a directory with model/ (backbone) and head.safetensors; the runs' mean
+    preferences: int  # used (strong strengths only), all rounds so far
+    dropped: dict[str, int]  # left out, by strength
+    held_out_accuracy: float  # pairwise, on held-out problems' pairs of the used strengths
+    held_out_pairs: int
+
+
+@dataclass(frozen=True)
+class RejectionSamplingRecord(Record):
+    round: int
+    prompts: int
+    k: int
+    sft_dialogs: int  # kept: the best response was verified correct
+    preferences: int
+    # On held-out prompts (evaluation only):
+    best_of_k: float  # share of prompts whose RM-best response is correct
+    random_pick: float  # expected share for a response picked at random from the same K
+    any_correct: float  # share of prompts with at least one correct response
+    seconds_sampling: float  # the training prompts'
+    sft_file: str
+    preferences_file: str
+    held_out_preferences_file: str  # best vs worst of held-out prompts: DPO's held-out margin
+
+
+@dataclass(frozen=True)
+class DPORun:
+    run: PhaseRun
+    nll_coef: float
+    seed: int
+    steps: tuple[int, ...]  # where chosen_logp was measured
+    chosen_logp: tuple[float, ...]  # mean log-prob of the held-out chosen responses
+    rejected_logp: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class DPORecord(Record):
+    round: int
+    pairs: int  # the round's preference pairs trained on
+    runs: tuple[DPORun, ...]  # averaged by the average stage
+    probe: DPORun | None  # the same run without the NLL term (not averaged)
+
+
+@dataclass(frozen=True)
+class AverageRecord(Record):
+    round: int
+    averaged: tuple[str, ...]  # model directories
+    model: str
+    exact_match: float  # held-out, greedy
+    sft_exact_match: float  # the round's SFT model (DPO's start)
+    margin: float  # held-out mean log p(chosen) - log p(rejected), averaged model
+    sft_margin: float  # the same for the SFT model

@@ -3,7 +3,8 @@
 report.md holds the data funnel, the tokenizer, the loss/LR curves across every training phase, the
 needle-in-a-haystack grids before and after long-context training, the evaluation table, and one check per
 stage claim (planted junk removed, loss falls, long-context training keeps short-context validation loss,
-annealing + averaging do not hurt validation loss). metrics.json is the flat {name: number} map the
+annealing + averaging do not hurt validation loss; the post-training claims of experiments/posttrain_report.py
+when the run has post-training stages). metrics.json is the flat {name: number} map the
 golden-metrics regression check compares (experiments/goldens.py). Every stage's result is read as its typed
 record (experiments/records.py) with `ctx.record`.
 """
@@ -15,6 +16,7 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
+from experiments import posttrain_report
 from experiments.dag import StageContext
 from experiments.records import (
     AnnealRecord,
@@ -157,8 +159,15 @@ def write(ctx: StageContext) -> ReportRecord:
     if final.math500 is not None:
         m["eval.math500"] = final.math500.accuracy
     results = checks(m, cfg.checks, after_lc)
+    post = ""
+    if "round0/sft" in ctx.inputs:
+        m.update(posttrain_report.metrics(ctx))
+        post_results = posttrain_report.checks(m, cfg.checks, posttrain_report.rounds(ctx))
+        post = posttrain_report.section(ctx, m)
+        results += post_results
     atomic.write_json(out / "metrics.json", m)
-    atomic.write_text(out / "report.md", _markdown(cfg, curate, tok, shards, evals, lc, anneal, lengths, results))
+    text = _markdown(cfg, curate, tok, shards, evals, lc, anneal, lengths, results)
+    atomic.write_text(out / "report.md", text + (f"\n{post}\n" if post else ""))
     failed = [claim for claim, ok, _ in results if not ok]
     if failed and cfg.checks.strict:
         raise RuntimeError(f"report written to {out / 'report.md'}, but these claims do not hold: {failed}")

@@ -25,9 +25,10 @@ def run_dir(cfg: ExperimentConfig, root: Path) -> Path:
     return base / cfg.name / (cfg.run_id or RUN_ID)
 
 
-def stage_sbatch(cfg: ExperimentConfig, stage: str, run: Path) -> str:
-    """The sbatch script of `stage`'s job (one job; `nodes` x `tasks_per_node` tasks, each running the stage)."""
-    return cluster.sbatch_script(run / "logs" / stage, stage_resources(cfg, stage))
+def stage_sbatch(cfg: ExperimentConfig, stage: str, run: Path, res: SlurmConfig | None = None) -> str:
+    """The sbatch script of `stage`'s job (one job; `nodes` x `tasks_per_node` tasks, each running the stage);
+    `res`: its resources when they are not stage_resources(cfg, stage)."""
+    return cluster.sbatch_script(run / "logs" / stage, res or stage_resources(cfg, stage))
 
 
 def array_sbatch(res: SlurmConfig, folder: Path, tasks: int) -> str:
@@ -55,19 +56,19 @@ class StageJob:
         return self.nodes * self.tasks_per_node
 
 
-def stage_job(cfg: ExperimentConfig, stage: str) -> StageJob:
-    r: SlurmConfig = stage_resources(cfg, stage)
+def stage_job(cfg: ExperimentConfig, stage: str, res: SlurmConfig | None = None) -> StageJob:
+    r: SlurmConfig = res or stage_resources(cfg, stage)
     return StageJob(stage, r.nodes, r.gpus_per_node, r.tasks_per_node, r.cpus_per_task, r.mem_gb, r.timeout_min,
                     r.partition)  # fmt: skip
 
 
 def jobs_table(jobs: list[StageJob]) -> str:
     """A fixed-width table of the stages' Slurm resources."""
-    head = f"{'stage':<14}{'nodes':>7}{'GPUs/node':>11}{'tasks/node':>12}{'GPUs':>8}{'CPUs/task':>11}{'mem GB':>8}"
+    head = f"{'stage':<28}{'nodes':>7}{'GPUs/node':>11}{'tasks/node':>12}{'GPUs':>8}{'CPUs/task':>11}{'mem GB':>8}"
     head += f"{'time limit':>12}  partition"
     lines = [head]
     for j in jobs:
         hours = f"{j.timeout_min / 60:g} h"
-        lines.append(f"{j.stage:<14}{j.nodes:>7,}{j.gpus_per_node:>11}{j.tasks_per_node:>12}{j.gpus:>8,}"
+        lines.append(f"{j.stage:<28}{j.nodes:>7,}{j.gpus_per_node:>11}{j.tasks_per_node:>12}{j.gpus:>8,}"
                      f"{j.cpus_per_task:>11}{j.mem_gb:>8g}{hours:>12}  {j.partition or '(default)'}")  # fmt: skip
     return "\n".join(lines)

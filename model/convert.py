@@ -10,7 +10,6 @@ takes `tokenizer=llama3` or `tokenizer=PATH` (a tokenizer directory, tokenizer.m
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,10 +80,7 @@ def write_checkpoint(
     extra = {}
     bos = eos = None
     if tokenizer is not None:
-        extra["tokenizer.json"] = bpe.hf_tokenizer(tokenizer).to_str().encode()
-        tok_config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|begin_of_text|>",
-                      "eos_token": "<|end_of_text|>", "model_max_length": args.max_seq_len}  # fmt: skip
-        extra["tokenizer_config.json"] = (json.dumps(tok_config, indent=2) + "\n").encode()
+        extra = interop.hf_tokenizer_files(tokenizer, args.max_seq_len)  # with the chat template
         bos, eos = tokenizer.bos_id, list(tokenizer.stop_tokens)
     return interop.write_hf(args, sd, path, max_shard_bytes=max_shard_bytes, bos_id=bos, eos_id=eos, extra_files=extra)
 

@@ -7,7 +7,9 @@ holds a copy of its KV head: rank r has KV head r // (ranks / n_kv_heads).
 
 Hugging Face: config.json + model.safetensors (or model-0000i-of-0000N.safetensors + index). HF applies RoPE
 with rotate_half (dim i pairs with i + D/2) where Meta rotates adjacent pairs (2i, 2i+1), so wq/wk rows are
-permuted per head: HF row j*(D/2) + i = Meta row 2i + j.
+permuted per head: HF row j*(D/2) + i = Meta row 2i + j. The tokenizer travels as tokenizer.json and
+tokenizer_config.json, whose Jinja `chat_template` renders the Llama 3 chat format of model.dialog, so
+`AutoTokenizer.apply_chat_template` gives herd's chat ids (limits in CHAT_TEMPLATE's comment).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from model.bpe import hf_tokenizer
 from model.checkpoint import (
     CheckpointError,
     args_from_params,
@@ -30,6 +33,7 @@ from model.checkpoint import (
     safetensors_shapes,
 )
 from model.llama import ModelArgs
+from model.tokenizer import Tokenizer
 from tools import atomic
 
 # Llama 3.1 RoPE scaling as written in HF configs (the only scaling model/rope.py implements).
@@ -45,6 +49,21 @@ META_PARAMS = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multip
 _COLUMN = re.compile(r"(attention\.w[qkv]|feed_forward\.w[13])\.weight$|^output\.weight$")
 _ROW = re.compile(r"(attention\.wo|feed_forward\.w2)\.weight$")
 _IGNORED_META = {"rope.freqs"}  # Llama 2 checkpoints store the RoPE table; it is recomputed
+# Tokenizer.encode_chat / model.dialog.encode_dialog as Jinja: <|begin_of_text|>, then per message
+# <|start_header_id|>role<|end_header_id|>\n\n content <|eot_id|> ("tool" is the ipython role); with
+# add_generation_prompt an open assistant header. The content is not trimmed (herd encodes it as given). HF
+# tokenises the rendered text, so its ids equal herd's unless a content (1) starts with whitespace holding a line
+# break (HF reads it together with the header's "\n\n", herd encodes the two apart) or (2) holds special-token
+# text such as "<|eot_id|>" (HF reads the special token; herd, and HF's sanitize_control_tokens=True, read text,
+# but the latter encodes it apart from its neighbours).
+CHAT_TEMPLATE = (
+    "{{- '<|begin_of_text|>' }}"
+    "{%- for message in messages %}"
+    "{%- set role = 'ipython' if message['role'] == 'tool' else message['role'] %}"
+    "{{- '<|start_header_id|>' + role + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
 
 
 # ---- RoPE layout ----
@@ -268,6 +287,18 @@ def hf_config(args: ModelArgs, dtype: torch.dtype = torch.float32, bos_id: int |
     if eos_id is not None:
         config["eos_token_id"] = eos_id
     return config
+
+
+def hf_tokenizer_files(tok: Tokenizer, model_max_length: int) -> dict[str, bytes]:
+    """tokenizer.json and tokenizer_config.json (with the chat template) for a Hugging Face directory. The end of
+    a chat turn, <|eot_id|>, is a stop token in config.json's eos_token_id (hf_config)."""
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|begin_of_text|>",
+              "eos_token": "<|end_of_text|>", "model_max_length": model_max_length,
+              "chat_template": CHAT_TEMPLATE}  # fmt: skip
+    return {
+        "tokenizer.json": hf_tokenizer(tok).to_str().encode(),
+        "tokenizer_config.json": (json.dumps(config, indent=2) + "\n").encode(),
+    }
 
 
 def hf_weight_files(path: Path) -> list[Path]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -41,17 +41,46 @@ def average_points(total_steps: int, k: int) -> list[int]:
 
 
 @torch.no_grad()
+def mean_state_dict(states: Iterable[tuple[str, Mapping[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+    """The elementwise mean of state dicts given one at a time as (source name, state dict), so only one is held
+    next to the running sum. Sums are float64 (the mean of k fp32 or bf16 weights is then rounded once, at the
+    end); the result keeps the first state's dtypes. Every state must have the first's keys and shapes: an error
+    names the source and the key. Works on DTensor shards (shapes are global)."""
+    total: dict[str, torch.Tensor] = {}
+    dtypes, first, n = {}, "", 0
+    for source, state in states:
+        if n == 0:
+            first = source
+            dtypes = {k: v.dtype for k, v in state.items()}
+            total = {k: v.to(torch.float64, copy=True) for k, v in state.items()}
+        else:
+            missing, extra = sorted(total.keys() - state.keys()), sorted(state.keys() - total.keys())
+            if missing or extra:
+                key, what = (missing[0], "lacks") if missing else (extra[0], "has an extra")
+                raise ValueError(f"{source}: {what} tensor '{key}' compared with {first} (cannot average)")
+            for k, v in state.items():
+                if v.shape != total[k].shape:
+                    raise ValueError(f"{source}: '{k}' has shape {list(v.shape)}, {first} has {list(total[k].shape)}")
+                total[k] += v.double()
+        n += 1
+    if n == 0:
+        raise ValueError("no models to average")
+    return {k: (v / n).to(dtypes[k]) for k, v in total.items()}
+
+
+@torch.no_grad()
 def average_checkpoints(model: torch.nn.Module, paths: list[Path]) -> None:
-    """Set `model`'s weights to the mean of the checkpoints' weights (float64 sums; works on shards)."""
+    """Set `model`'s weights to the mean of the training checkpoints' weights (works on shards)."""
     live = get_model_state_dict(model)
-    total = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in live.items()}
-    for path in paths:
-        state = {"model": {k: torch.empty_like(v) for k, v in live.items()}}
-        with single_process_ok():
-            dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
-        for k, v in state["model"].items():
-            total[k] += v.double()
-    set_model_state_dict(model, {k: (v / len(paths)).to(live[k].dtype) for k, v in total.items()})
+
+    def states():
+        for path in paths:
+            state = {"model": {k: torch.empty_like(v) for k, v in live.items()}}
+            with single_process_ok():
+                dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
+            yield str(path), state["model"]
+
+    set_model_state_dict(model, mean_state_dict(states()))
 
 
 def run(

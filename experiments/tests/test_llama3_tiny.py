@@ -13,7 +13,9 @@ from tools.paths import PACKAGE_ROOT
 
 SMOKE = PACKAGE_ROOT / "experiments" / "tests" / "llama3_tiny_smoke.yaml"
 GOLDENS = PACKAGE_ROOT / "experiments" / "goldens" / "llama3_tiny_smoke.json"
-STAGES = ("curate", "tokenizer", "shards", "pretrain", "long_context", "anneal", "evaluate", "report")
+POSTTRAIN = ("chat_data", "round0/sft", "round1/reward_model", "round1/rejection_sampling", "round1/sft",
+             "round1/dpo", "round1/average")  # fmt: skip
+STAGES = ("curate", "tokenizer", "shards", "pretrain", "long_context", "anneal", "evaluate", *POSTTRAIN, "report")
 
 
 def run(checkout, run_id: str):
@@ -26,7 +28,8 @@ def run(checkout, run_id: str):
 def test_every_stage_runs_matches_the_goldens_reproduces_and_resumes_to_nothing(checkout):
     _, metrics = run(checkout, "a")
     report = checkout / "runs/llama3_tiny/a/stages/report"
-    for name in ("report.md", "metrics.json", "funnel.png", "training.png", "niah_pretrain.png", "niah_anneal.png"):
+    for name in ("report.md", "metrics.json", "funnel.png", "training.png", "niah_pretrain.png", "niah_anneal.png",
+                 "dpo_logp.png"):  # fmt: skip
         assert (report / name).is_file(), name
     text = (report / "report.md").read_text()
     for claim in ("curation removes the planted junk", "pre-training loss falls",
@@ -37,6 +40,14 @@ def test_every_stage_runs_matches_the_goldens_reproduces_and_resumes_to_nothing(
     assert metrics["data.junk_caught_fraction"] == 1.0
     assert (metrics["long_loss.short_length"], metrics["long_loss.long_length"]) == (256, 1024)
     assert {"niah.pretrain.1024", "long_loss.anneal.late", "valid_loss.anneal.all", "eval.gsm8k_strict"} <= set(metrics)
+    # Post-training: every stage of the round ran; two DPO runs were averaged, and the no-NLL probe ran.
+    assert {
+        "posttrain.round1.rm_accuracy",
+        "posttrain.round1.dpo_exact_match",
+        "posttrain.round1.dpo_run1.chosen_logp_end",
+        "posttrain.round1.dpo_no_nll.chosen_logp_end",
+    } <= set(metrics)
+    assert "SFT raises held-out exact match" in text and "best-of-K by the reward model" in text
 
     rows = goldens.compare(metrics, goldens.load_goldens(GOLDENS)["metrics"])
     drift = [r for r in rows if not r.ok or r.golden is None]

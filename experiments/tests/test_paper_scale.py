@@ -3,6 +3,8 @@ the 8B/70B plans, the rendered sbatch scripts, and refusal to run without a Slur
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from experiments import llama3_8b, llama3_70b, llama3_405b, paper_plan, paper_scale
@@ -81,12 +83,28 @@ def test_8b_and_70b_plans():
     assert p8["flops_6nd"] == pytest.approx(6 * 8.03e9 * 15.6e12, rel=0.01)
 
 
+def test_posttrain_stages_are_planned_with_the_papers_values(plan405):
+    for module in (llama3_8b, llama3_70b, llama3_405b):
+        pt = config(module).posttrain
+        assert (pt.rounds, pt.sft.lr, pt.dpo.train.lr, pt.dpo.beta, pt.dpo.nll_coef) == (6, 1e-5, 1e-5, 0.1, 0.2)
+        assert 8500 <= pt.sft.steps <= 9000 and 10 <= pt.sampling.k <= 30  # section 4.1.3 (405B); 4.2.2
+    names = [s.name for s in llama3_405b.stages(config(llama3_405b))]
+    assert names[:8] == [*paper_scale.STAGES, "chat_data"] and names[-1] == "round6/average"
+    jobs = plan405["posttrain_jobs"]
+    assert list(jobs) == names[7:] and len(jobs) == 2 + 6 * 5
+    gpus = (jobs["round6/dpo"].gpus, jobs["round1/rejection_sampling"].gpus, jobs["round3/average"].gpus)
+    assert gpus == (1024, 256, 0)
+    assert jobs["round2/sft"] == dataclasses.replace(jobs["round1/sft"], stage="round2/sft")
+
+
 def test_dry_run_prints_the_plan_and_sbatch_scripts(checkout):
     out = launch(checkout, "--dry-run", "data.input=assets:web", "data.tasks=0", experiment="llama3_405b")
     assert out.returncode == 0, out.stderr
     text = out.stdout
     for needle in ("8 x 1 x 16 x 128", "8 x 16 x 16 x 8", "16,384 GPUs", "= 3.8e+25", "40.4% MFU",
-                   "total         54.00 GiB: fits in 80 GB", "segment 2 (minhash)"):  # fmt: skip
+                   "total         54.00 GiB: fits in 80 GB", "segment 2 (minhash)",
+                   "== Post-training (paper section 4) ==", "sft           LR 1e-05, 9,000 steps",
+                   "dpo           LR 1e-05, beta 0.1, NLL 0.2"):  # fmt: skip
         assert needle in text, needle
     scripts = text.split("== sbatch scripts ==")[1]
     pretrain = scripts.split("--- pretrain:")[1].split("--- long_context:")[0]
@@ -94,6 +112,8 @@ def test_dry_run_prints_the_plan_and_sbatch_scripts(checkout):
                  "#SBATCH --signal=USR2@90", "#SBATCH --time=2880", "srun --unbuffered"):  # fmt: skip
         assert line in pretrain, line
     assert "#SBATCH --gpus-per-node" not in scripts.split("--- curate:")[1].split("--- tokenizer:")[0]
+    dpo = scripts.split("--- round1/dpo:")[1].split("--- round1/average:")[0]
+    assert "#SBATCH --nodes=128" in dpo and "runs/llama3_405b/<run-id>/logs/round1/dpo" in dpo
     # The folder's 17 files (WARC, WET, JSONL, HTML, ARC, and a NOTES.md the read step skips by name): one task each.
     assert "#SBATCH --array=0-16%17" in scripts and f"runs/llama3_405b/{'<run-id>'}/logs/pretrain" in pretrain
     assert not (checkout / "runs").exists()

@@ -259,4 +259,3 @@ def test_a_run_directory_is_readable_by_others_as_the_umask_allows(checkout):
     modes = {str(p.relative_to(run)): stat.S_IMODE(p.stat().st_mode) for p in [run, *run.rglob("*")]}
     assert {"config.yaml", "provenance.json", "stages/report/COMPLETE.json", "stages/report/report.json"} <= set(modes)
     assert {k: m for k, m in modes.items() if m != (0o755 if (run / k).is_dir() else 0o644)} == {}
-

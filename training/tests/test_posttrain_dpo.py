@@ -1,5 +1,6 @@
 """DPO: the loss against a hand computation, its gradient, the formatting-token mask, the token-averaged NLL term,
-reference log-probs computed once equal to on-the-fly ones, and a few loop steps widening the margin."""
+reference log-probs computed once equal to on-the-fly ones, a few loop steps widening the margin, and loss and
+gradient by hand with the pad id equal to the end id."""
 
 import math
 
@@ -13,7 +14,15 @@ from training import distributed as D
 from training.config import MonitorConfig, ParallelConfig, TrainConfig
 from training.loop import TrainLoop
 from training.monitor import Monitor
-from training.posttrain.dpo import DPOLoss, collate_pairs, dpo_loss, encode_pair, reference_logps, sequence_logps
+from training.posttrain.dpo import (
+    DPOLoss,
+    Pair,
+    collate_pairs,
+    dpo_loss,
+    encode_pair,
+    reference_logps,
+    sequence_logps,
+)
 from training.posttrain.sft import DialogBatches
 from training.sample_shards import byte_tokenizer
 
@@ -152,3 +161,58 @@ def test_a_few_loop_steps_widen_the_preference_margin(tmp_path):
         seq = sequence_logps(model, b.tokens, b.doc_ids, b.logp_mask).double()
     margin = (seq[:3] - b.ref[:3]) - (seq[3:] - b.ref[3:])
     assert (margin > 0).all()
+
+
+def test_hand_computed_loss_and_gradient_with_pad_equal_to_eos():
+    """A bigram model (logits = W[previous token]) over 4 tokens whose end token 3 is also the pad id: the loss and
+    dW written out by hand. The chosen response ends with a real 3 (trained by the NLL term), the rejected one is
+    padded with 3s (trained by nothing): only the masks decide, never a search for the pad or end id."""
+    V, pad, beta, coef = 4, 3, 0.1, 0.2
+    W = torch.tensor([[0.5, 1.0, -1.0, 0.0], [0.0, 0.2, 2.0, -0.5], [1.0, 0.0, 0.0, 1.5], [0.3, -0.3, 0.0, 0.7]],
+                     requires_grad=True)  # fmt: skip
+
+    def model(tokens, doc_ids):
+        return W[tokens]
+
+    pair = Pair(
+        chosen=[0, 1, 2, 3],
+        rejected=[0, 2, 3],
+        chosen_logp_mask=[False, True, True, False],  # the content: tokens 1, 2
+        rejected_logp_mask=[False, True, False],  # the content: token 2
+        chosen_nll_mask=[False, True, True, True],  # the content and its end token
+        ref_chosen=-3.0,
+        ref_rejected=-1.0,
+    )
+    batch = collate_pairs([pair], pad_id=pad)
+    assert batch.tokens.tolist() == [[0, 1, 2, 3], [0, 2, 3, 3]]  # the rejected row padded with the end id
+    total, n = DPOLoss(beta=beta, nll_coef=coef)(model, batch)
+    total.backward()
+
+    rows = W.detach().tolist()
+
+    def softmax(row):
+        e = [math.exp(x) for x in row]
+        return [x / sum(e) for x in e]
+
+    def lp(a, b):  # log p(b | a)
+        return math.log(softmax(rows[a])[b])
+
+    chosen, rejected = lp(0, 1) + lp(1, 2), lp(0, 2)
+    z = beta * ((chosen - -3.0) - (rejected - -1.0))
+    nll = -(lp(0, 1) + lp(1, 2) + lp(2, 3)) / 3
+    assert n == 1 and total.item() == pytest.approx(-math.log(1 / (1 + math.exp(-z))) + coef * nll, abs=1e-6)
+    # d lp(a, b) / d W[a] = onehot(b) - softmax(W[a]); d(-log sigmoid z)/dz = -sigmoid(-z).
+    grad = [[0.0] * V for _ in range(V)]
+
+    def add(a, b, w):
+        for k, p in enumerate(softmax(rows[a])):
+            grad[a][k] += w * ((k == b) - p)
+
+    g = -beta / (1 + math.exp(z))
+    for a, b in ((0, 1), (1, 2)):
+        add(a, b, g)
+    add(0, 2, -g)
+    for a, b in ((0, 1), (1, 2), (2, 3)):
+        add(a, b, -coef / 3)
+    assert W.grad.tolist() == [pytest.approx(r, abs=1e-6) for r in grad]
+    assert W.grad[3].abs().max().item() == 0.0  # the pad rows' predictions are in no mask

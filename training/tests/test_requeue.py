@@ -112,11 +112,20 @@ def test_sigterm_to_the_process_group_checkpoints_exits_143_and_the_rerun_resume
     shards = text_shards(tmp_path / "shards", chars=40_000)
     work = tmp_path / "work"
     steps = 120
-    cmd = ["-m", "training.train", "recipe=llama3_tiny", "phase=pretrain", f"workdir={work}", f"shards={shards}",
-           "model.overrides={dim: 32, n_layers: 2, n_heads: 4, n_kv_heads: 2, multiple_of: 32}", "threads=1",
-           "pretrain.batch=[{tokens: 0, batch_tokens: 256, seq_len: 32}]", f"pretrain.tokens={steps * 256}",
-           "pretrain.data.mix={general: 0.6, math: 0.25, multilingual: 0.15}",
-           "pretrain.checkpoint={every_steps: 1000, every_seconds: 0}"]  # the recipe's monitor: wandb, progress bar
+    cmd = [
+        "-m",
+        "training.train",
+        "recipe=llama3_tiny",
+        "phase=pretrain",
+        f"workdir={work}",
+        f"shards={shards}",
+        "model.overrides={dim: 32, n_layers: 2, n_heads: 4, n_kv_heads: 2, multiple_of: 32}",
+        "threads=1",
+        "pretrain.batch=[{tokens: 0, batch_tokens: 256, seq_len: 32}]",
+        f"pretrain.tokens={steps * 256}",
+        "pretrain.data.mix={general: 0.6, math: 0.25, multilingual: 0.15}",
+        "pretrain.checkpoint={every_steps: 1000, every_seconds: 0}",
+    ]  # the recipe's monitor: wandb, progress bar
     proc = python(*cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics = work / "metrics.jsonl"
     deadline = time.time() + 240

@@ -1,0 +1,147 @@
+"""A chat task a tiny model can learn on a CPU and a program can check: short arithmetic problems in dialogs.
+
+Each problem is a plain sum or difference of small numbers ("What is 7 + 5?") or a short word problem over the
+same facts ("Maya has 7 apples and gets 5 more. How many apples does Maya have now?"). The reference answer
+is a short worked solution in the style of the pre-training corpus's solutions (data/synthetic_text.py), ending
+in a checkable final number: "7 + 5 = 12. The answer is 12."
+
+    train, held_out = problems(ChatTaskConfig())   # disjoint by question text (asserted)
+    sft_dialogs(train)                             # the annotated dialogs of SFT (paper section 4.2.2's analogue)
+    preferences(train, rng)                        # chosen (correct) vs rejected responses, with strengths
+    is_correct(problem, response)                  # the verifier: the final number equals the answer
+
+The rejected responses of the preference pairs have graded faults, which set the annotator's strength
+(data.dialogs.STRENGTHS): no final answer or an off-task reply ("significantly_better"), a wrong final number
+("better"), and a correct but unworked answer ("slightly_better" / "marginally_better", which the reward model's
+strength filter leaves out). `write` stores everything as JSONL records that data.dialogs.read_* read back.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from data.dialogs import STRENGTHS, Dialog, Preference, write_jsonl
+from data.synthetic_text import ITEMS, NAMES
+
+ANSWER = re.compile(r"[Tt]he answer is (-?\d+)")
+SOURCE = "synthetic_chat"
+
+
+@dataclass
+class ChatTaskConfig:
+    seed: int = 0
+    train: int = 600  # problems
+    held_out: int = 64  # problems never trained on (their questions differ from every training question)
+    max_operand: int = 9  # operands of the facts: 0..max_operand (differences stay >= 0)
+    word_share: float = 0.5  # share of word problems (the rest are plain "What is a + b?")
+
+
+@dataclass(frozen=True)
+class Problem:
+    question: str
+    answer: int
+    solution: str  # the worked reference answer, ending in "The answer is <answer>."
+    kind: str  # add | sub | word_add | word_sub
+
+
+def make_problem(rng: random.Random, cfg: ChatTaskConfig) -> Problem:
+    a, b = rng.randint(0, cfg.max_operand), rng.randint(0, cfg.max_operand)
+    sub = rng.random() < 0.5
+    if sub:
+        a, b = max(a, b), min(a, b)
+    op, c = ("-", a - b) if sub else ("+", a + b)
+    work = f"{a} {op} {b} = {c}. The answer is {c}."
+    if rng.random() >= cfg.word_share:
+        return Problem(f"What is {a} {op} {b}?", c, work, "sub" if sub else "add")
+    name, (plural, _) = rng.choice(NAMES), rng.choice(ITEMS)
+    if sub:
+        q = f"{name} has {a} {plural} and gives away {b}. How many {plural} are left?"
+        s = f"Giving away {b} of {a} leaves {work}"
+    else:
+        q = f"{name} has {a} {plural} and gets {b} more. How many {plural} does {name} have now?"
+        s = f"{name} starts with {a} and gets {b} more, so {work}"
+    return Problem(q, c, s, "word_sub" if sub else "word_add")
+
+
+def problems(cfg: ChatTaskConfig) -> tuple[list[Problem], list[Problem]]:
+    """(train, held_out): distinct questions drawn with the seed; the held-out questions appear nowhere in
+    train. The facts (a op b) recur across questions, so a held-out question is new wording over known facts
+    (and, for plain sums, possibly a fact never trained on)."""
+    rng = random.Random(cfg.seed)
+    want, seen, out = cfg.train + cfg.held_out, set(), []
+    for _ in range(100 * want):
+        p = make_problem(rng, cfg)
+        if p.question not in seen:
+            seen.add(p.question)
+            out.append(p)
+        if len(out) == want:
+            break
+    else:
+        raise ValueError(f"only {len(out)} distinct problems for {want} wanted; raise max_operand")
+    held_out, train = out[: cfg.held_out], out[cfg.held_out :]
+    assert not {p.question for p in train} & {p.question for p in held_out}, "train and held-out questions overlap"
+    return train, held_out
+
+
+def prompt(p: Problem) -> list[dict]:
+    return [{"role": "user", "content": p.question}]
+
+
+def final_answer(response: str) -> int | None:
+    """The last "The answer is N" of a response, or None."""
+    found = ANSWER.findall(response)
+    return int(found[-1]) if found else None
+
+
+def is_correct(problem: Problem, response: str) -> bool:
+    return final_answer(response) == problem.answer
+
+
+def sft_dialogs(ps: list[Problem]) -> list[Dialog]:
+    return [Dialog([*prompt(p), {"role": "assistant", "content": p.solution}], SOURCE) for p in ps]
+
+
+def rejected(p: Problem, rng: random.Random) -> tuple[str, str]:
+    """A faulty response to `p` and the strength by which the reference answer beats it."""
+    wrong = p.answer + rng.choice([-3, -2, -1, 1, 2, 3])
+    fault = rng.randrange(5)
+    if fault == 0:  # off-task, no final number
+        return rng.choice(["I am not sure.", "Let me think about it.", "That is a good question."]), STRENGTHS[0]
+    if fault == 1:  # the work, stopped before the answer
+        return p.solution.rsplit(" The answer is", 1)[0], STRENGTHS[0]
+    if fault == 2:  # a wrong final number after the right work
+        return p.solution.rsplit("The answer is", 1)[0] + f"The answer is {wrong}.", STRENGTHS[1]
+    if fault == 3:  # a wrong result throughout
+        return p.solution.replace(str(p.answer), str(wrong)), STRENGTHS[1]
+    return f"The answer is {p.answer}.", rng.choice(STRENGTHS[2:])  # right, but unworked
+
+
+def preferences(ps: list[Problem], rng: random.Random, round: int = 0) -> list[Preference]:
+    out = []
+    for p in ps:
+        text, strength = rejected(p, rng)
+        out.append(Preference(prompt(p), p.solution, text, strength=strength, round=round))
+    return out
+
+
+def write(cfg: ChatTaskConfig, out: str | Path) -> dict[str, Path]:
+    """problems_{train,held_out}.jsonl, sft.jsonl (train), preferences_{train,held_out}.jsonl under `out`."""
+    out = Path(out)
+    train, held_out = problems(cfg)
+    rng = random.Random(cfg.seed + 1)
+    files = {
+        "problems_train": write_jsonl(out / "problems_train.jsonl", [asdict(p) for p in train]),
+        "problems_held_out": write_jsonl(out / "problems_held_out.jsonl", [asdict(p) for p in held_out]),
+        "sft": write_jsonl(out / "sft.jsonl", sft_dialogs(train)),
+        "preferences_train": write_jsonl(out / "preferences_train.jsonl", preferences(train, rng)),
+        "preferences_held_out": write_jsonl(out / "preferences_held_out.jsonl", preferences(held_out, rng)),
+    }
+    return files
+
+
+def read_problems(path: str | Path) -> list[Problem]:
+    return [Problem(**json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()]

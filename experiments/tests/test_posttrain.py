@@ -1,0 +1,109 @@
+"""The post-training stages on a small model in-process: two rounds with two DPO runs averaged and the no-NLL probe,
+every record written and read back, data versioned per round, the reward model trained on all preferences so far,
+DPO on the latest round's only, the average the mean of the runs, and a rerun that recomputes nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from data.synthetic_chat import ChatTaskConfig, problems, sft_dialogs
+from experiments import dag, posttrain
+from experiments.config import ExperimentConfig
+from experiments.dag import Stage, StageContext
+from experiments.records import AverageRecord, DPORecord, RejectionSamplingRecord, RewardModelRecord, SFTRecord
+from training.posttrain.phase import PhaseConfig
+
+
+@dataclass
+class Config(ExperimentConfig):
+    posttrain: posttrain.PosttrainConfig = field(default_factory=posttrain.PosttrainConfig)
+
+
+def anneal(ctx: StageContext) -> dict:
+    """A stand-in for the pre-trained model: a 2-layer model over a BPE trained on the task's own text."""
+    from model.bpe import train_bpe
+    from model.checkpoint import save_model
+    from model.llama import build
+    from model.presets import preset
+
+    task = ctx.config.posttrain.task
+    texts = [m["content"] for d in sft_dialogs(problems(task)[0]) for m in d.messages]
+    tok = train_bpe(texts * 4, 600)
+    args = preset("tiny", dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=tok.vocab_size, max_seq_len=256)
+    save_model(build(args, seed=0), tok, ctx.workdir / "model")
+    return {}
+
+
+class InProcess:
+    """Runs each stage's function in this process (a failure raises here, with its traceback)."""
+
+    def run(self, stage: Stage, ctx: StageContext):
+        return stage.fn(ctx)
+
+
+def small() -> posttrain.PosttrainConfig:
+    fast = PhaseConfig(lr=3e-3, steps=6, per_step=8, checkpoint_every=4, weight_decay=0.0)
+    return posttrain.PosttrainConfig(
+        rounds=2,
+        runs=posttrain.RunsConfig(reward_model=2, sft=2, dpo=2),
+        task=ChatTaskConfig(train=48, held_out=12),
+        seq_len=128,
+        sft=dataclasses.replace(fast, steps=60, per_step=4, checkpoint_every=30),
+        reward_model=fast,
+        dpo=posttrain.DPOConfig(train=dataclasses.replace(fast, lr=1e-3, per_step=4), nll_probe=True, probe_every=3),
+        sampling=posttrain.SamplingConfig(k=4, max_new_tokens=24, batch_prompts=8, prompts=16),
+        eval_max_new_tokens=24,
+        threads=1,
+    )
+
+
+def test_two_rounds_run_version_their_data_and_resume_to_nothing(tmp_path):
+    cfg = Config(posttrain=small())
+    stages = [Stage("anneal", anneal), *posttrain.stages(cfg.posttrain)]
+    ex = InProcess()
+    result = dag.run(stages, tmp_path, cfg, ex, log=lambda *_: None)
+    assert len(result.ran) == 3 + 5 * 2  # anneal, chat_data, round0/sft, five per round
+    root = tmp_path / "stages"
+
+    def rec(name, cls):
+        return dag.StageContext(name, tmp_path, root, {name: root / name}, cfg).record(name, cls)
+
+    for r in (1, 2):
+        assert (root / f"round{r}/rejection_sampling/sft.jsonl").is_file()
+        assert (root / f"round{r}/reward_model/head.safetensors").is_file()
+        assert (root / f"round{r}/average/model/model.safetensors").is_file()
+    rs1 = rec("round1/rejection_sampling", RejectionSamplingRecord)
+    rs2 = rec("round2/rejection_sampling", RejectionSamplingRecord)
+    assert 0.0 <= rs1.random_pick <= rs1.any_correct <= 1.0 and rs1.best_of_k <= rs1.any_correct
+    # The reward model of round 2 trains on the annotated pairs plus round 1's; DPO on its own round's only.
+    rm1, rm2 = rec("round1/reward_model", RewardModelRecord), rec("round2/reward_model", RewardModelRecord)
+    assert rm2.preferences > rm1.preferences
+    d1, d2 = rec("round1/dpo", DPORecord), rec("round2/dpo", DPORecord)
+    assert d2.pairs <= rs2.preferences and d1.pairs <= rs1.preferences
+    assert len(d1.runs) == 2 and d1.probe is not None and d1.probe.nll_coef == 0.0 and d2.probe is None
+    assert d1.runs[0].steps == (0, 3, 6)
+    # Round 2's SFT data holds the annotated dialogs and both rounds' rejection samples.
+    sft2 = rec("round2/sft", SFTRecord)
+    assert sft2.by_source == {"annotated": 48, "round1": rs1.sft_dialogs, "round2": rs2.sft_dialogs}
+    # The average is the mean of the runs' weights.
+    from training.posttrain.averaging import load_weights
+
+    avg = rec("round1/average", AverageRecord)
+    runs = [load_weights(p) for p in avg.averaged]
+    mean = load_weights(avg.model)
+    for k in mean:
+        torch.testing.assert_close(mean[k], (runs[0][k] + runs[1][k]) / 2)
+    # SFT and the reward model average their runs too (backbone and head); the runs saw different data orders.
+    sft_runs = [load_weights(x.model) for x in sft2.runs]
+    assert len(sft_runs) == 2 and not torch.equal(sft_runs[0]["norm.weight"], sft_runs[1]["norm.weight"])
+    sft_mean = load_weights(sft2.model)
+    for k in sft_mean:
+        torch.testing.assert_close(sft_mean[k], (sft_runs[0][k] + sft_runs[1][k]) / 2)
+    heads = [load_weights(Path(x.model).parent / "head.safetensors")["weight"] for x in rm1.runs]
+    torch.testing.assert_close(load_weights(Path(rm1.model) / "head.safetensors")["weight"], (heads[0] + heads[1]) / 2)
+    again = dag.run(stages, tmp_path, cfg, ex, log=lambda *_: None)
+    assert again.ran == [] and len(again.skipped) == len(result.ran)
