@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import torch
 
 from data.synthetic_chat import ChatTaskConfig, problems, sft_dialogs
@@ -107,3 +108,32 @@ def test_two_rounds_run_version_their_data_and_resume_to_nothing(tmp_path):
     torch.testing.assert_close(load_weights(Path(rm1.model) / "head.safetensors")["weight"], (heads[0] + heads[1]) / 2)
     again = dag.run(stages, tmp_path, cfg, ex, log=lambda *_: None)
     assert again.ran == [] and len(again.skipped) == len(result.ran)
+
+
+def test_a_stage_killed_between_its_runs_resumes_without_retraining_the_finished_run(tmp_path, monkeypatch):
+    from training.posttrain import phase
+
+    cfg = Config(posttrain=dataclasses.replace(small(), rounds=0))
+    sft_stage = Stage("round0/sft", posttrain.sft, inputs=("chat_data", "anneal"))
+    stages = [Stage("anneal", anneal), Stage("chat_data", posttrain.chat_data), sft_stage]
+    real_fit, calls = phase.fit, []
+
+    def dies_on_the_second_run(*args, **kw):
+        calls.append(kw.get("cfg", args[4]).seed)
+        if len(calls) == 2:
+            raise SystemExit("killed")  # as if the job died while training run 1
+        return real_fit(*args, **kw)
+
+    monkeypatch.setattr(phase, "fit", dies_on_the_second_run)
+    with pytest.raises(SystemExit):
+        dag.run(stages, tmp_path, cfg, InProcess(), log=lambda *_: None)
+    partial = tmp_path / "stages" / "round0/sft.partial"
+    assert (partial / "run0" / "run.json").is_file() and not (partial / "run1" / "run.json").exists()
+    monkeypatch.setattr(phase, "fit", lambda *a, **kw: (calls.append(a[4].seed), real_fit(*a, **kw))[1])
+    result = dag.run(stages, tmp_path, cfg, InProcess(), log=lambda *_: None)
+    assert result.ran == ["round0/sft"] and calls == [0, 1, 1]  # run 0 trained once; run 1 after the restart
+    root = tmp_path / "stages"
+    rec = dag.StageContext("round0/sft", tmp_path, root, {"round0/sft": root / "round0/sft"}, cfg).record(
+        "round0/sft", SFTRecord
+    )
+    assert len(rec.runs) == 2 and all(".partial" not in x.model for x in rec.runs) and Path(rec.model).is_dir()
