@@ -14,6 +14,10 @@ The rejected responses of the preference pairs have graded faults, which set the
 (data.dialogs.STRENGTHS): no final answer or an off-task reply ("significantly_better"), a wrong final number
 ("better"), and a correct but unworked answer ("slightly_better" / "marginally_better", which the reward model's
 strength filter leaves out). `write` stores everything as JSONL records that data.dialogs.read_* read back.
+
+`plant_faults` writes the annotated dialogs as a raw file for SFT curation (data/posttrain/sft_curation.py), with
+faults of known kinds mixed in: malformed lines of every kind the reader counts, apologetic replies, and replies
+spammed with emojis and exclamation marks.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 
 from data.dialogs import STRENGTHS, Dialog, Preference, write_jsonl
 from data.synthetic_text import ITEMS, NAMES
+from tools import atomic
 
 ANSWER = re.compile(r"[Tt]he answer is (-?\d+)")
 SOURCE = "synthetic_chat"
@@ -141,6 +146,48 @@ def write(cfg: ChatTaskConfig, out: str | Path) -> dict[str, Path]:
         "preferences_held_out": write_jsonl(out / "preferences_held_out.jsonl", preferences(held_out, rng)),
     }
     return files
+
+
+# Malformed lines, each dropped by SFT curation's `read` step with the reason of its key.
+MALFORMED = {
+    "missing field": b'{"source": "planted"}',
+    "unknown role": b'{"messages": [{"role": "robot", "content": "What is 1 + 1?"}]}',
+    "wrong role order": b'{"messages": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Hi"}, '
+    b'{"role": "assistant", "content": "Hello."}]}',
+    "empty content": b'{"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "2"}]}',
+    "not UTF-8": b'{"messages": [{"role": "user", "content": "caf\xe9"}]}',  # a Latin-1 byte
+    "not JSON": b'{"messages": [',
+}
+EMOJI_SPAM = " \U0001f600\U0001f389\U0001f525\U0001f4af Great!!!!"
+
+
+def plant_faults(
+    dialogs: list[Dialog], out: str | Path, seed: int, apologetic: int = 20, spammed: int = 10, long_line: int = 0
+) -> tuple[Path, dict[str, int]]:
+    """`dialogs` plus planted faults at seeded positions, as one raw JSONL file; and the count of each fault.
+    Two lines of each MALFORMED kind; `apologetic` dialogs answering a dialog's question with an apology;
+    `spammed` copies of dialogs whose reply ends in emojis and "!!!!"; one line of `long_line` bytes (0: none)."""
+    rng = random.Random(seed)
+    lines = [json.dumps(asdict(d)).encode() for d in dialogs]
+    planted: list[bytes] = [bad for bad in MALFORMED.values() for _ in range(2)]
+    for d in rng.sample(dialogs, apologetic):
+        reply = "I'm sorry, but I can't help with that."
+        planted.append(json.dumps(asdict(Dialog([d.messages[0], {"role": "assistant", "content": reply}]))).encode())
+    for d in rng.sample(dialogs, spammed):
+        spam = {"role": "assistant", "content": d.messages[-1]["content"] + EMOJI_SPAM}
+        planted.append(json.dumps(asdict(Dialog([*d.messages[:-1], spam], source=SOURCE)), ensure_ascii=False).encode())
+    if long_line:
+        planted.append(json.dumps({"messages": [{"role": "user", "content": "x" * long_line}]}).encode())
+    for line in planted:
+        lines.insert(rng.randrange(len(lines) + 1), line)
+    counts = {
+        **{k: 2 for k in MALFORMED},
+        "apologetic": apologetic,
+        "emoji spam": spammed,
+        "line too long": int(bool(long_line)),
+    }
+    path = atomic.write_bytes(Path(out), b"\n".join(lines) + b"\n")
+    return path, counts
 
 
 def read_problems(path: str | Path) -> list[Problem]:

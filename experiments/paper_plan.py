@@ -146,6 +146,7 @@ def _posttrain(cfg: PaperConfig, jobs: dict) -> list[str]:
     return [
         f"rounds        {pt.rounds} (stages: chat_data -> round0/sft -> round<r>/"
         "{reward_model, rejection_sampling, sft, dpo, average}, r = 1.." + f"{pt.rounds})",
+        f"curation      the SFT dialogs through data/posttrain/sft_curation.py: {', '.join(pt.curation.steps)}",
         f"reward_model  from the round's policy, LR {rm.lr:g}, {rm.steps:,} steps x {rm.per_step} prompts; all "
         "preferences so far, strengths significantly better / better only",
         f"rejection     K {rs.k} samples per prompt (the paper: 10-30), temperature {rs.temperature:g}, top-p "

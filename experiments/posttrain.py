@@ -3,7 +3,8 @@
     chat_data -> round0/sft -> per round r = 1..N:
         round<r>/reward_model -> round<r>/rejection_sampling -> round<r>/sft -> round<r>/dpo -> round<r>/average
 
-chat_data        the annotated data: the synthetic chat task (data/synthetic_chat.py), its SFT dialogs and its
+chat_data        the annotated data: the synthetic chat task (data/synthetic_chat.py), its SFT dialogs with planted
+                 faults curated by data/posttrain/sft_curation.py (what SFT trains on is the curated set), its
                  graded preference pairs (round 0), a held-out split for every evaluation
 round0/sft       SFT of the annotated dialogs on the pre-trained model: the first chat policy
 reward_model     the current policy with a scalar head, trained on ALL preferences so far (only the strengths
@@ -35,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data.posttrain.sft_curation import SFTCurationConfig
 from data.synthetic_chat import ChatTaskConfig, Problem, is_correct, prompt, read_problems
 from experiments.dag import Stage, StageContext
 from experiments.records import (
@@ -88,6 +90,11 @@ class PosttrainConfig:
     rounds: int = 6
     runs: RunsConfig = field(default_factory=RunsConfig)
     task: ChatTaskConfig = field(default_factory=ChatTaskConfig)
+    # SFT curation of the annotated dialogs (input and output are set by the chat_data stage). Semantic dedup is
+    # left out by default: the task's templated dialogs sit above any useful threshold (data/posttrain/README.md).
+    curation: SFTCurationConfig = field(
+        default_factory=lambda: SFTCurationConfig(input="", output="", steps=["read", "clean", "apologies"])
+    )
     seq_len: int = 8192  # packed SFT rows; also the longest preference sequence kept
     sft: PhaseConfig = field(default_factory=lambda: PhaseConfig(lr=1e-5, steps=9000, per_step=64))
     reward_model: PhaseConfig = field(default_factory=lambda: PhaseConfig(lr=1e-5, steps=1000, per_step=64))
@@ -209,20 +216,38 @@ def _fits(ids_list, seq_len: int) -> bool:
 
 
 def chat_data(ctx: StageContext) -> ChatDataRecord:
+    import dataclasses
     from collections import Counter
 
-    from data.dialogs import read_preferences
-    from data.synthetic_chat import write
+    from data.dialogs import read_dialogs, read_preferences
+    from data.posttrain.scorers import APOLOGY, EMOJI
+    from data.posttrain.sft_curation import curate, write_outputs
+    from data.synthetic_chat import plant_faults, write
 
     cfg = _setup(ctx)
     files = write(cfg.task, ctx.workdir / "data")
+    # The annotated dialogs with planted faults, curated: SFT trains on what curation keeps.
+    raw, planted = plant_faults(read_dialogs(files["sft"]).records, ctx.workdir / "data" / "sft_raw.jsonl",
+                                cfg.task.seed, long_line=cfg.curation.read.max_line_bytes + 1)  # fmt: skip
+    curation = dataclasses.replace(cfg.curation, input=str(raw), output=str(ctx.workdir / "data" / "sft_curated.jsonl"))
+    items, stats = curate(curation)
+    if not stats["funnel_ok"]:
+        raise RuntimeError(f"SFT curation broke its funnel: {stats['funnel_errors']}")
+    write_outputs(curation, items, stats)
+    files["sft"] = Path(curation.output)
+    replies = [m["content"] for it in items for m in it.dialog.messages if m["role"] == "assistant"]
     prefs = read_preferences(files["preferences_train"]).records
     return ChatDataRecord(
         train=cfg.task.train,
         held_out=cfg.task.held_out,
-        sft_dialogs=cfg.task.train,
+        sft_dialogs=len(items),
         preferences=dict(sorted(Counter(p.strength for p in prefs).items())),
         files={k: str(v) for k, v in files.items()},
+        planted=planted,
+        curation_in=stats["dialogs_in"],
+        curation_dropped=stats["dropped_by_reason"],
+        emoji_replies_kept=sum(bool(EMOJI.search(r)) for r in replies),
+        apologetic_kept=sum(bool(APOLOGY.search(r)) for r in replies),
     )
 
 

@@ -1,6 +1,8 @@
 """The post-training part of the report (experiments/report.py): metrics, claims, the DPO plot, stage times.
 
 Claims (each with its numbers in report.md):
+    SFT curation drops every planted malformed line by its reason, strips the planted emojis and cuts apologetic
+    replies to the target share
     SFT raises held-out exact match from the pre-trained model's level (the last round's SFT model)
     the reward model's held-out pairwise accuracy is well above 0.5 (every round)
     best-of-K chosen by the reward model beats a random pick from the same K samples (every round)
@@ -39,6 +41,20 @@ def metrics(ctx: StageContext) -> dict:
     held_out = read_problems(ctx.record("chat_data", ChatDataRecord).files["problems_held_out"])
     answers = Counter(p.answer for p in held_out)
     m["posttrain.constant_answer_exact_match"] = answers.most_common(1)[0][1] / sum(answers.values())
+    data = ctx.record("chat_data", ChatDataRecord)
+    malformed = {k: v for k, v in data.planted.items() if k not in ("apologetic", "emoji spam")}
+    m |= {
+        "posttrain.curation.in": data.curation_in,
+        "posttrain.curation.kept": data.sft_dialogs,
+        "posttrain.curation.malformed_planted": sum(malformed.values()),
+        "posttrain.curation.malformed_dropped": sum(
+            min(data.curation_dropped.get(k, 0), n) for k, n in malformed.items()
+        ),
+        "posttrain.curation.emoji_replies_kept": data.emoji_replies_kept,
+        "posttrain.curation.apologetic_planted": data.planted["apologetic"],
+        "posttrain.curation.apologetic_kept": data.apologetic_kept,
+        "posttrain.curation.apology_target_share": ctx.config.posttrain.curation.apologies.target_share,
+    }
     m["posttrain.base_exact_match"] = sft0.base_exact_match
     m["posttrain.round0.sft_exact_match"] = sft0.exact_match
     for r in range(1, rounds(ctx) + 1):
@@ -73,7 +89,15 @@ def checks(m: dict, cfg, n_rounds: int) -> list[tuple[str, bool, str]]:
     last = f"posttrain.round{n_rounds}"
     base, sft = m["posttrain.base_exact_match"], m[f"{last}.sft_exact_match"]
     dpo_em, tol = m[f"{last}.dpo_exact_match"], cfg.dpo_exact_match_tolerance
+    c = "posttrain.curation"
+    kept, sorry, target = m[f"{c}.kept"], m[f"{c}.apologetic_kept"], m[f"{c}.apology_target_share"]
     out = [
+        ("SFT curation drops every planted malformed line, strips the emojis, rebalances apologies",
+         m[f"{c}.malformed_dropped"] == m[f"{c}.malformed_planted"] and m[f"{c}.emoji_replies_kept"] == 0
+         and sorry <= target * kept and (target == 0 or sorry > 0),
+         f"malformed dropped by their reason {m[f'{c}.malformed_dropped']} of {m[f'{c}.malformed_planted']}; "
+         f"replies with emojis kept {m[f'{c}.emoji_replies_kept']}; apologetic {sorry} of {kept} kept "
+         f"(planted {m[f'{c}.apologetic_planted']}, target share {target:g})"),
         ("SFT raises held-out exact match from the base model's level", sft > base,
          f"{base:.3f} pre-trained -> {sft:.3f} after round {n_rounds}'s SFT"),
     ]  # fmt: skip
@@ -141,8 +165,15 @@ def section(ctx: StageContext, m: dict) -> str:
               "DPO EM"]  # fmt: skip
     times = stage_times(ctx)
     total = sum(t for _, t in times)
+    data = ctx.record("chat_data", ChatDataRecord)
+    funnel = [[k, data.planted.get(k, "-"), n] for k, n in sorted(data.curation_dropped.items())]
+    funnel += [[k, n, "-"] for k, n in sorted(data.planted.items()) if k not in data.curation_dropped]
     return (
         "## Post-training (synthetic arithmetic chat task)\n\n"
+        f"SFT curation (data/posttrain/sft_curation.py, steps {', '.join(ctx.config.posttrain.curation.steps)}) of "
+        f"the annotated dialogs with planted faults: {data.curation_in:,} lines in, {data.sft_dialogs:,} kept, "
+        f"{sum(data.curation_dropped.values()):,} dropped.\n\n"
+        f"{markdown_table(['reason or fault', 'planted', 'dropped'], funnel)}\n\n"
         f"Held-out exact match (greedy, {ctx.record('chat_data', ChatDataRecord).held_out} problems): pre-trained "
         f"{cell(m['posttrain.base_exact_match'])}, after SFT on the annotated dialogs (round 0) "
         f"{cell(m['posttrain.round0.sft_exact_match'])}; always giving the most common answer would score "

@@ -401,9 +401,14 @@ class ChatDataRecord(Record):
 
     train: int  # problems
     held_out: int
-    sft_dialogs: int
+    sft_dialogs: int  # kept by SFT curation
     preferences: dict[str, int]  # training pairs by strength
-    files: dict[str, str]  # name -> JSONL path
+    files: dict[str, str]  # name -> JSONL path ("sft": the curated dialogs)
+    planted: dict[str, int]  # faults planted in the raw SFT file, by kind
+    curation_in: int  # lines of the raw SFT file
+    curation_dropped: dict[str, int]  # by reason
+    emoji_replies_kept: int  # kept replies that still hold an emoji
+    apologetic_kept: int  # kept replies that apologise
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.synthetic_chat import ChatTaskConfig, problems, sft_dialogs
+from data.synthetic_chat import MALFORMED, ChatTaskConfig, problems, sft_dialogs
 from experiments import dag, posttrain
 from experiments.config import ExperimentConfig
 from experiments.dag import Stage, StageContext
-from experiments.records import AverageRecord, DPORecord, RejectionSamplingRecord, RewardModelRecord, SFTRecord
+from experiments.records import (
+    AverageRecord,
+    ChatDataRecord,
+    DPORecord,
+    RejectionSamplingRecord,
+    RewardModelRecord,
+    SFTRecord,
+)
 from training.posttrain.phase import PhaseConfig
 
 
@@ -89,7 +96,17 @@ def test_two_rounds_run_version_their_data_and_resume_to_nothing(tmp_path):
     assert d1.runs[0].steps == (0, 3, 6)
     # Round 2's SFT data holds the annotated dialogs and both rounds' rejection samples.
     sft2 = rec("round2/sft", SFTRecord)
-    assert sft2.by_source == {"annotated": 48, "round1": rs1.sft_dialogs, "round2": rs2.sft_dialogs}
+    data = rec("chat_data", ChatDataRecord)
+    assert sft2.by_source == {"annotated": data.sft_dialogs, "round1": rs1.sft_dialogs, "round2": rs2.sft_dialogs}
+    # The annotated dialogs went through SFT curation: each planted malformed line dropped by its own reason, the
+    # 10 emoji-spammed replies kept without their emojis, the 20 apologies cut to 5% of what is kept.
+    malformed = {k: 2 for k in MALFORMED} | {"line too long": 1}
+    assert data.planted == malformed | {"apologetic": 20, "emoji spam": 10}
+    assert data.curation_in == 48 + sum(data.planted.values())
+    kept_sorry = 20 - data.curation_dropped["apologetic over target share"]
+    assert data.curation_dropped == malformed | {"apologetic over target share": 20 - kept_sorry}
+    assert data.sft_dialogs == 48 + 10 + kept_sorry and kept_sorry == int(0.05 * 58 / 0.95) == 3
+    assert data.apologetic_kept == kept_sorry and data.emoji_replies_kept == 0
     # The average is the mean of the runs' weights.
     from training.posttrain.averaging import load_weights
 
