@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy.sparse import csr_matrix
 
 from data.textnorm import combine, unit_hash, word_hashes
 
@@ -40,8 +39,11 @@ def _row(text: str, buckets: int, max_words: int) -> tuple[np.ndarray, np.ndarra
     return idx, vals
 
 
-def featurize(texts: Sequence[str], buckets: int, max_words: int = 2000) -> csr_matrix:
-    """Rows: L2-normalised counts of hashed token unigrams and bigrams (the first max_words tokens)."""
+def featurize(texts: Sequence[str], buckets: int, max_words: int = 2000):
+    """Rows: L2-normalised counts of hashed token unigrams and bigrams (the first max_words tokens), as a scipy
+    csr_matrix (scipy imported here: a pipeline without classifier steps does not pay its 0.4 s import)."""
+    from scipy.sparse import csr_matrix
+
     rows = [_row(t, buckets, max_words) for t in texts]
     indptr = np.cumsum([0] + [len(idx) for idx, _ in rows])
     return csr_matrix(

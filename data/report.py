@@ -54,7 +54,7 @@ def breakdown(final: list[dict]) -> pl.DataFrame:
     return df.group_by("lang", "category").agg(pl.col("docs", "chars", "tokens").sum()).sort("lang", "category")
 
 
-def chart(funnel: pl.DataFrame, path: Path) -> None:
+def draw_chart(funnel: pl.DataFrame, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,8 +79,9 @@ def chart(funnel: pl.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out: Path, result: dict, sections: dict[str, str]) -> dict:
-    """Write report/{funnel,drops,counters,breakdown}.parquet, report.md, funnel.png; return a JSON summary."""
+def write_report(out: Path, result: dict, sections: dict[str, str], chart: bool = True) -> dict:
+    """Write report/{funnel,drops,counters,breakdown}.parquet, report.md, funnel.png (if `chart`); return a JSON
+    summary."""
     steps = result["steps"]
     tokens_per_char = None
     for _, st in steps:
@@ -113,9 +114,10 @@ def write_report(out: Path, result: dict, sections: dict[str, str]) -> dict:
     md += ["## Final documents by language and category", "", markdown_table(frames["breakdown"]), ""]
     for title, text in sections.items():
         md += [f"## {title}", "", text, ""]
-    md += ["![funnel](funnel.png)", ""]
+    md += ["![funnel](funnel.png)", ""] if chart else []
     atomic.write_text(rdir / "report.md", "\n".join(md))
-    chart(frames["funnel"], rdir / "funnel.png")
+    if chart:
+        draw_chart(frames["funnel"], rdir / "funnel.png")
     summary = {
         "documents_in": first.docs_in,
         "documents_kept": last.docs_out,
