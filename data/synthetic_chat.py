@@ -17,7 +17,8 @@ strength filter leaves out). `write` stores everything as JSONL records that dat
 
 `plant_faults` writes the annotated dialogs as a raw file for SFT curation (data/posttrain/sft_curation.py), with
 faults of known kinds mixed in: malformed lines of every kind the reader counts, apologetic replies, and replies
-spammed with emojis and exclamation marks.
+spammed with emojis and exclamation marks. `plant_preference_faults` does the same for the preference pairs, with
+malformed records that data.dialogs.read_preferences(on_error="skip") counts and drops.
 """
 
 from __future__ import annotations
@@ -188,6 +189,32 @@ def plant_faults(
     }
     path = atomic.write_bytes(Path(out), b"\n".join(lines) + b"\n")
     return path, counts
+
+
+# Malformed preference records, each dropped by data.dialogs.read_preferences(on_error="skip") with its key's reason.
+BAD_PREFERENCES = {
+    "missing field": b'{"prompt": [{"role": "user", "content": "What is 1 + 1?"}], "chosen": "2", '
+    b'"strength": "better"}',
+    "unknown strength": b'{"prompt": [{"role": "user", "content": "What is 1 + 1?"}], "chosen": "1 + 1 = 2. The '
+    b'answer is 2.", "rejected": "3", "strength": "much_better"}',
+    "empty response": b'{"prompt": [{"role": "user", "content": "What is 1 + 1?"}], "chosen": "", "rejected": "3", '
+    b'"strength": "better"}',
+    "bad last role": b'{"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hi"}], '
+    b'"chosen": "2", "rejected": "3", "strength": "better"}',
+    "not UTF-8": b'{"prompt": [{"role": "user", "content": "caf\xe9"}], "chosen": "a", "rejected": "b", "strength": '
+    b'"better"}',
+    "not JSON": b'{"prompt": ',
+}
+
+
+def plant_preference_faults(prefs: list[Preference], out: str | Path, seed: int) -> tuple[Path, dict[str, int]]:
+    """`prefs` plus two lines of each BAD_PREFERENCES kind at seeded positions, as one raw JSONL file; and the
+    count of each fault."""
+    rng = random.Random(seed)
+    lines = [json.dumps(asdict(p)).encode() for p in prefs]
+    for bad in [bad for bad in BAD_PREFERENCES.values() for _ in range(2)]:
+        lines.insert(rng.randrange(len(lines) + 1), bad)
+    return atomic.write_bytes(Path(out), b"\n".join(lines) + b"\n"), {k: 2 for k in BAD_PREFERENCES}
 
 
 def read_problems(path: str | Path) -> list[Problem]:

@@ -5,7 +5,8 @@
 
 chat_data        the annotated data: the synthetic chat task (data/synthetic_chat.py), its SFT dialogs with planted
                  faults curated by data/posttrain/sft_curation.py (what SFT trains on is the curated set), its
-                 graded preference pairs (round 0), a held-out split for every evaluation
+                 graded preference pairs (round 0) with planted malformed records read with on_error="skip" (what
+                 the reward model trains on is what the reader keeps), a held-out split for every evaluation
 round0/sft       SFT of the annotated dialogs on the pre-trained model: the first chat policy
 reward_model     the current policy with a scalar head, trained on ALL preferences so far (only the strengths
                  "significantly better" and "better"); held-out pairwise accuracy
@@ -219,10 +220,10 @@ def chat_data(ctx: StageContext) -> ChatDataRecord:
     import dataclasses
     from collections import Counter
 
-    from data.dialogs import read_dialogs, read_preferences
+    from data.dialogs import read_dialogs, read_preferences, write_jsonl
     from data.posttrain.scorers import APOLOGY, EMOJI
     from data.posttrain.sft_curation import curate, write_outputs
-    from data.synthetic_chat import plant_faults, write
+    from data.synthetic_chat import plant_faults, plant_preference_faults, write
 
     cfg = _setup(ctx)
     files = write(cfg.task, ctx.workdir / "data")
@@ -236,7 +237,15 @@ def chat_data(ctx: StageContext) -> ChatDataRecord:
     write_outputs(curation, items, stats)
     files["sft"] = Path(curation.output)
     replies = [m["content"] for it in items for m in it.dialog.messages if m["role"] == "assistant"]
-    prefs = read_preferences(files["preferences_train"]).records
+    # The preference pairs with planted malformed records: the reader counts and drops them by reason.
+    raw_prefs, prefs_planted = plant_preference_faults(
+        read_preferences(files["preferences_train"]).records,
+        ctx.workdir / "data" / "preferences_raw.jsonl",
+        cfg.task.seed,
+    )
+    read = read_preferences(raw_prefs, on_error="skip")
+    prefs = read.records
+    files["preferences_train"] = write_jsonl(ctx.workdir / "data" / "preferences_curated.jsonl", prefs)
     return ChatDataRecord(
         train=cfg.task.train,
         held_out=cfg.task.held_out,
@@ -248,6 +257,8 @@ def chat_data(ctx: StageContext) -> ChatDataRecord:
         curation_dropped=stats["dropped_by_reason"],
         emoji_replies_kept=sum(bool(EMOJI.search(r)) for r in replies),
         apologetic_kept=sum(bool(APOLOGY.search(r)) for r in replies),
+        preferences_planted=prefs_planted,
+        preferences_dropped=read.dropped,
     )
 
 

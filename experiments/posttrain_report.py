@@ -54,6 +54,10 @@ def metrics(ctx: StageContext) -> dict:
         "posttrain.curation.apologetic_planted": data.planted["apologetic"],
         "posttrain.curation.apologetic_kept": data.apologetic_kept,
         "posttrain.curation.apology_target_share": ctx.config.posttrain.curation.apologies.target_share,
+        "posttrain.curation.bad_preferences_planted": sum(data.preferences_planted.values()),
+        "posttrain.curation.bad_preferences_dropped": sum(
+            min(data.preferences_dropped.get(k, 0), n) for k, n in data.preferences_planted.items()
+        ),
     }
     m["posttrain.base_exact_match"] = sft0.base_exact_match
     m["posttrain.round0.sft_exact_match"] = sft0.exact_match
@@ -92,10 +96,13 @@ def checks(m: dict, cfg, n_rounds: int) -> list[tuple[str, bool, str]]:
     c = "posttrain.curation"
     kept, sorry, target = m[f"{c}.kept"], m[f"{c}.apologetic_kept"], m[f"{c}.apology_target_share"]
     out = [
-        ("SFT curation drops every planted malformed line, strips the emojis, rebalances apologies",
+        ("SFT curation drops every planted malformed line, strips the emojis, rebalances apologies; every planted "
+         "malformed preference record is dropped",
          m[f"{c}.malformed_dropped"] == m[f"{c}.malformed_planted"] and m[f"{c}.emoji_replies_kept"] == 0
-         and sorry <= target * kept and (target == 0 or sorry > 0),
-         f"malformed dropped by their reason {m[f'{c}.malformed_dropped']} of {m[f'{c}.malformed_planted']}; "
+         and sorry <= target * kept and (target == 0 or sorry > 0)
+         and m[f"{c}.bad_preferences_dropped"] == m[f"{c}.bad_preferences_planted"],
+         f"malformed dropped by their reason {m[f'{c}.malformed_dropped']} of {m[f'{c}.malformed_planted']}, "
+         f"preference records {m[f'{c}.bad_preferences_dropped']} of {m[f'{c}.bad_preferences_planted']}; "
          f"replies with emojis kept {m[f'{c}.emoji_replies_kept']}; apologetic {sorry} of {kept} kept "
          f"(planted {m[f'{c}.apologetic_planted']}, target share {target:g})"),
         ("SFT raises held-out exact match from the base model's level", sft > base,
@@ -168,12 +175,17 @@ def section(ctx: StageContext, m: dict) -> str:
     data = ctx.record("chat_data", ChatDataRecord)
     funnel = [[k, data.planted.get(k, "-"), n] for k, n in sorted(data.curation_dropped.items())]
     funnel += [[k, n, "-"] for k, n in sorted(data.planted.items()) if k not in data.curation_dropped]
+    bad_prefs = ", ".join(
+        f"{k} {data.preferences_dropped.get(k, 0)} of {n}" for k, n in data.preferences_planted.items()
+    )
     return (
         "## Post-training (synthetic arithmetic chat task)\n\n"
         f"SFT curation (data/posttrain/sft_curation.py, steps {', '.join(ctx.config.posttrain.curation.steps)}) of "
         f"the annotated dialogs with planted faults: {data.curation_in:,} lines in, {data.sft_dialogs:,} kept, "
         f"{sum(data.curation_dropped.values()):,} dropped.\n\n"
         f"{markdown_table(['reason or fault', 'planted', 'dropped'], funnel)}\n\n"
+        f"Preference pairs: {sum(data.preferences.values()):,} kept; malformed records planted and dropped by the "
+        f"reader (on_error=skip): {bad_prefs}.\n\n"
         f"Held-out exact match (greedy, {ctx.record('chat_data', ChatDataRecord).held_out} problems): pre-trained "
         f"{cell(m['posttrain.base_exact_match'])}, after SFT on the annotated dialogs (round 0) "
         f"{cell(m['posttrain.round0.sft_exact_match'])}; always giving the most common answer would score "

@@ -409,6 +409,8 @@ class ChatDataRecord(Record):
     curation_dropped: dict[str, int]  # by reason
     emoji_replies_kept: int  # kept replies that still hold an emoji
     apologetic_kept: int  # kept replies that apologise
+    preferences_planted: dict[str, int]  # malformed records planted among the training pairs, by reason
+    preferences_dropped: dict[str, int]  # dropped by the reader, by reason
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.synthetic_chat import MALFORMED, ChatTaskConfig, problems, sft_dialogs
+from data.synthetic_chat import BAD_PREFERENCES, MALFORMED, ChatTaskConfig, problems, sft_dialogs
 from experiments import dag, posttrain
 from experiments.config import ExperimentConfig
 from experiments.dag import Stage, StageContext
@@ -107,6 +107,8 @@ def test_two_rounds_run_version_their_data_and_resume_to_nothing(tmp_path):
     assert data.curation_dropped == malformed | {"apologetic over target share": 20 - kept_sorry}
     assert data.sft_dialogs == 48 + 10 + kept_sorry and kept_sorry == int(0.05 * 58 / 0.95) == 3
     assert data.apologetic_kept == kept_sorry and data.emoji_replies_kept == 0
+    # The preference pairs' planted malformed records: each dropped by the reader with its own reason.
+    assert data.preferences_planted == data.preferences_dropped == {k: 2 for k in BAD_PREFERENCES}
     # The average is the mean of the runs' weights.
     from training.posttrain.averaging import load_weights
 
