@@ -179,16 +179,13 @@ def plant_faults(
         planted.append(json.dumps(asdict(Dialog([*d.messages[:-1], spam], source=SOURCE)), ensure_ascii=False).encode())
     if long_line:
         planted.append(json.dumps({"messages": [{"role": "user", "content": "x" * long_line}]}).encode())
-    for line in planted:
-        lines.insert(rng.randrange(len(lines) + 1), line)
     counts = {
         **{k: 2 for k in MALFORMED},
         "apologetic": apologetic,
         "emoji spam": spammed,
         "line too long": int(bool(long_line)),
     }
-    path = atomic.write_bytes(Path(out), b"\n".join(lines) + b"\n")
-    return path, counts
+    return _write_mixed(lines, planted, rng, out), counts
 
 
 # Malformed preference records, each dropped by data.dialogs.read_preferences(on_error="skip") with its key's reason.
@@ -210,11 +207,16 @@ BAD_PREFERENCES = {
 def plant_preference_faults(prefs: list[Preference], out: str | Path, seed: int) -> tuple[Path, dict[str, int]]:
     """`prefs` plus two lines of each BAD_PREFERENCES kind at seeded positions, as one raw JSONL file; and the
     count of each fault."""
-    rng = random.Random(seed)
     lines = [json.dumps(asdict(p)).encode() for p in prefs]
-    for bad in [bad for bad in BAD_PREFERENCES.values() for _ in range(2)]:
-        lines.insert(rng.randrange(len(lines) + 1), bad)
-    return atomic.write_bytes(Path(out), b"\n".join(lines) + b"\n"), {k: 2 for k in BAD_PREFERENCES}
+    planted = [bad for bad in BAD_PREFERENCES.values() for _ in range(2)]
+    return _write_mixed(lines, planted, random.Random(seed), out), {k: 2 for k in BAD_PREFERENCES}
+
+
+def _write_mixed(lines: list[bytes], planted: list[bytes], rng: random.Random, out: str | Path) -> Path:
+    """`lines` with each planted line inserted at a seeded position, written as one JSONL file."""
+    for line in planted:
+        lines.insert(rng.randrange(len(lines) + 1), line)
+    return atomic.write_bytes(Path(out), b"\n".join(lines) + b"\n")
 
 
 def read_problems(path: str | Path) -> list[Problem]:

@@ -126,7 +126,7 @@ def stages(cfg: PosttrainConfig) -> list[Stage]:
         out += [
             Stage(f"round{r}/reward_model", reward_model, inputs=("chat_data", policy_stage(r), *earlier)),
             Stage(rs, rejection_sampling, inputs=("chat_data", policy_stage(r), f"round{r}/reward_model")),
-            Stage(f"round{r}/sft", sft, inputs=("chat_data", "anneal", *earlier, rs)),
+            Stage(f"round{r}/sft", sft, inputs=("chat_data", "anneal", "round0/sft", *earlier, rs)),
             Stage(f"round{r}/dpo", dpo, inputs=(f"round{r}/sft", rs)),
             Stage(f"round{r}/average", average, inputs=("chat_data", f"round{r}/sft", rs, f"round{r}/dpo")),
         ]
@@ -268,16 +268,20 @@ def sft(ctx: StageContext) -> SFTRecord:
     import dataclasses
 
     from data.dialogs import read_dialogs
-    from model.checkpoint import load_model
+    from model.checkpoint import TOKENIZER_DIR, load_model
     from model.dialog import encode_dialog
+    from model.tokenizer import Tokenizer
     from training.posttrain.phase import fit
     from training.posttrain.sft import SFTLoss, Source, collate_rows, mix, pack_dialogs
 
     cfg, r, data = _setup(ctx), round_of(ctx), _data(ctx)
     pretrained, max_len = ctx.input("anneal") / "model", cfg.seq_len + cfg.eval_max_new_tokens
-    model, tok = load_model(pretrained, max_seq_len=max_len)
     held_out = read_problems(data.files["problems_held_out"])
-    base = exact_match(model, tok, held_out, cfg)
+    if r == 0:  # the pre-trained model's exact match, measured once (later rounds read it from round 0)
+        model, tok = load_model(pretrained, max_seq_len=max_len)
+        base = exact_match(model, tok, held_out, cfg)
+    else:
+        tok, base = Tokenizer.load(pretrained / TOKENIZER_DIR), ctx.record("round0/sft", SFTRecord).base_exact_match
     sources = [Source("annotated", read_dialogs(data.files["sft"]).records)]
     for i in range(1, r + 1):
         rs = ctx.record(f"round{i}/rejection_sampling", RejectionSamplingRecord)
@@ -339,7 +343,8 @@ def reward_model(ctx: StageContext) -> RewardModelRecord:
     from safetensors.torch import save_file
 
     from data.dialogs import read_preferences
-    from model.checkpoint import load_model
+    from model.checkpoint import TOKENIZER_DIR, load_model
+    from model.tokenizer import Tokenizer
     from training.posttrain.averaging import average_models
     from training.posttrain.phase import fit
     from training.posttrain.reward import (
@@ -353,7 +358,7 @@ def reward_model(ctx: StageContext) -> RewardModelRecord:
 
     cfg, r, data = _setup(ctx), round_of(ctx), _data(ctx)
     policy = policy_model(ctx, policy_stage(r))
-    _, tok = load_model(policy)
+    tok = Tokenizer.load(policy / TOKENIZER_DIR)  # the model itself is loaded by each run
     prefs = read_preferences(data.files["preferences_train"]).records
     for i in range(1, r):
         prefs += read_preferences(

@@ -10,6 +10,7 @@ import pytest
 from data.dialogs import read_dialogs
 from data.posttrain import code_feedback as cf
 from data.posttrain.sandbox import SandboxConfig, run_tests
+from tools.testing import unavailable
 
 SNIPPET = (
     'def f(xs, n):\n    """Sum of |xs[i]| for 1 <= i < n."""\n    total = 0\n    for i in range(1, n):\n'
@@ -144,7 +145,7 @@ def test_translations_are_built_run_and_compared_in_every_available_language():
     assert available["python"] and set(available) == set(cf.LANGUAGES)
     languages = [lang for lang in TRANSLATIONS if available[lang]]  # (not java: its JVM takes 3 s to start)
     if not languages:
-        pytest.skip(f"no toolchain for a translation here: {available}")
+        unavailable(f"no toolchain for a translation here (gcc, g++, node, perl or bash): {available}")
     for lang in languages:
         assert cf.translation_check(FIB, lang, lambda p, lg: TRANSLATIONS[lg]) == (None, "55 fib\n"), lang
     lang = languages[0]
