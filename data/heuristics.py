@@ -17,7 +17,7 @@ import numpy as np
 
 from data.base import Filter
 from data.document import Document
-from data.textnorm import CHAR_UNIT_LANGS, combine, split_units, units_per_word, word_hashes, word_units
+from data.textnorm import CHAR_UNIT_LANGS, split_units, units_per_word, word_units
 
 
 @dataclass
@@ -45,8 +45,11 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
     return dup, dup_chars
 
 
+_EXTEND = np.uint64(0x9E3779B97F4A7C15)  # odd: the n-gram hash multiplier (ngram_stats)
+
+
 def _repeat_chars(positions: np.ndarray, keys: np.ndarray, cum: np.ndarray, n: int) -> int:
-    """Gopher's scan over the positions whose n-gram occurs more than once (in order, with their n-gram ids):
+    """Gopher's scan over the positions whose n-gram occurs more than once (in order, with their n-gram hashes):
     an n-gram seen before adds its characters and the scan jumps past it."""
     seen: set[int] = set()
     chars, skip_to = 0, 0
@@ -61,50 +64,78 @@ def _repeat_chars(positions: np.ndarray, keys: np.ndarray, cum: np.ndarray, n: i
     return chars
 
 
-def ngram_stats(words: list[str], top_ns=(2, 3, 4), dup_ns=range(5, 11), joined=None) -> tuple[dict, dict]:
+def ngram_stats(
+    words: list[str], top_ns=(2, 3, 4), dup_ns=range(5, 11), joined=None, limits=None, size: int = 1
+) -> tuple[dict, dict]:
     """Characters of the most frequent n-gram times its count (words joined by a space, except those written
     `joined` to the one before them), and characters in repeated n-grams, as in Gopher / datatrove: scanning
     left to right, an n-gram seen before counts its characters (words joined without spaces) and the scan
     jumps past it. Computed on hashes; for n > min(dup_ns) only positions whose (n-1)-gram repeats are
-    candidates (an n-gram can only repeat where its prefix does)."""
+    candidates (an n-gram can only repeat where its prefix does). Only equality is asked of the hashes (counts
+    within one text), so words are hashed by Python's own string hash (cached on each str; seeded per process,
+    which changes no result) and an n-gram extends its prefix's hash as a polynomial in an odd constant
+    (invertible mod 2^64: n-grams that differ in one word never share a hash).
+
+    `limits` (two dicts, top and dup: {n: fraction of `size`}; for a filter that only asks which statistics
+    exceed their limit): a statistic whose upper bound is within its limit is not computed and is None. Bounds: the most
+    frequent n-gram occurs at most as often as the most frequent shorter one, and is at most the longest
+    n-gram long; repeated n-grams (n >= min(dup_ns)) lie inside the words covered by repeated min(dup_ns)-grams."""
     n_words = len(words)
     top = {n: 0 for n in top_ns}
     dup = {n: 0 for n in dup_ns}
     if n_words == 0:
         return top, dup
-    h = word_hashes(words)
+    h = np.fromiter(map(hash, words), np.int64, n_words).view(np.uint64)
     cum = np.concatenate(([0], np.cumsum(np.fromiter(map(len, words), np.int64, n_words))))
     spaced = np.arange(n_words + 1) if joined is None else np.concatenate(([0], np.cumsum(~joined)))
     g = h  # g[i]: hash of the n-gram starting at word i, for the current n
     first_dup = min(dup_ns, default=None)
+    best = None  # the count of the most frequent n-gram so far (a bound on that of longer ones)
     for n in range(2, (first_dup or max(top_ns, default=1)) + 1):
         if n_words < n:
             return top, dup
-        g = combine(g[:-1], h[n - 1 :])
+        g = g[:-1] * _EXTEND + h[n - 1 :]
         if n in top:
+            chars = cum[n:] - cum[:-n] + spaced[n:] - spaced[1 : len(spaced) - n + 1]  # of the n-gram at each i
+            if best is not None and limits is not None and best * int(chars.max()) / size <= limits[0][n]:
+                top[n] = None
+                continue
             order = np.argsort(g, kind="stable")
             gs = g[order]
             starts = np.flatnonzero(np.concatenate(([True], gs[1:] != gs[:-1])))
             runs = np.diff(np.append(starts, len(gs)))
             best = runs.max()
             i = int(order[starts[runs == best]].min())  # earliest of the most frequent (Counter.most_common order)
-            top[n] = int(best) * int(cum[i + n] - cum[i] + spaced[i + n] - spaced[i + 1])
+            top[n] = int(best) * int(chars[i])
     if first_dup is None:
         return top, dup
     pos, gp = np.arange(len(g)), g
     for n in range(first_dup, max(dup_ns) + 1):
         if n > first_dup:  # extend the candidate n-grams by one word
             keep = pos + n <= n_words
-            pos, gp = pos[keep], combine(gp[keep], h[pos[keep] + n - 1])
+            pos, gp = pos[keep], gp[keep] * _EXTEND + h[pos[keep] + n - 1]
         if len(pos) == 0:
             break
-        _, inverse, counts = np.unique(gp, return_inverse=True, return_counts=True)
-        rep = counts[inverse] > 1
-        pos, gp, keys = pos[rep], gp[rep], inverse[rep]
+        order = np.argsort(gp)
+        same = gp[order][1:] == gp[order][:-1]  # sorted neighbours with equal hashes
+        rep = np.empty(len(gp), bool)
+        rep[order] = np.concatenate((same, [False])) | np.concatenate(([False], same))
+        pos, gp = pos[rep], gp[rep]
         if len(pos) == 0:
             break
-        dup[n] = _repeat_chars(pos, keys, cum, n)
+        if n == first_dup and limits is not None and _covered_chars(pos, cum, n) / size <= min(limits[1].values()):
+            return top, dict.fromkeys(dup)
+        dup[n] = _repeat_chars(pos, gp, cum, n)
     return top, dup
+
+
+def _covered_chars(pos: np.ndarray, cum: np.ndarray, n: int) -> int:
+    """Characters of the words inside at least one of the n-grams starting at `pos`."""
+    depth = np.zeros(len(cum), np.int64)
+    np.add.at(depth, pos, 1)
+    np.add.at(depth, pos + n, -1)
+    covered = np.cumsum(depth[:-1]) > 0  # per word
+    return int((cum[1:] - cum[:-1])[covered].sum())
 
 
 class GopherRepetition(Filter):
@@ -128,12 +159,13 @@ class GopherRepetition(Filter):
         words, joined = split_units(text, doc.lang)
         k = units_per_word(doc.lang)  # n-grams are of words: n words are about n * k character units
         tops, dups = ([int(n * k + 0.5) for n in ns] for ns in ((2, 3, 4), range(5, 11)))
-        top, dup_chars = ngram_stats(words, tops, dups, joined)
+        limits = dict(zip(tops, c.top_ngram_char_frac)), dict(zip(dups, c.dup_ngram_char_frac))
+        top, dup_chars = ngram_stats(words, tops, dups, joined, limits, size)
         for n, m, limit in zip((2, 3, 4), tops, c.top_ngram_char_frac):
-            if top[m] / size > limit:
+            if top[m] is not None and top[m] / size > limit:
                 return f"top {n}-gram too frequent", f"{top[m] / size:.2f}"
         for n, m, limit in zip(range(5, 11), dups, c.dup_ngram_char_frac):
-            if dup_chars[m] / size > limit:
+            if dup_chars[m] is not None and dup_chars[m] / size > limit:
                 return f"duplicated {n}-grams", f"{dup_chars[m] / size:.2f}"
         return None
 
@@ -162,11 +194,22 @@ class GopherQualityConfig:
     categories: list[str] = field(default_factory=list)
 
 
-_ALPHA = re.compile(r"[^\W\d_]")
+_ALPHA = re.compile(r"[^\W\d_]")  # a letter
+# A whole whitespace word without a letter: a run of non-space characters that are not letters (non-word
+# characters, digits, "_") with whitespace or the text's ends on both sides.
+_NO_LETTER_WORD = re.compile(r"(?<!\S)(?:[^\w\s]|[\d_])+(?!\S)")
 # Where the mean word length rule (set on English letters) says nothing: character units, and Hangul, whose
 # letters are whole syllables.
 NO_WORD_LENGTH = CHAR_UNIT_LANGS | {"ko"}
 BULLETS = ("•", "●", "○", "▪", "‣", "⁃", "◦", "-", "*")
+
+
+def letter_word_fraction(text: str, words: list[str], joined) -> float:
+    """The fraction of `words` (split_units of `text`) holding at least one letter. Whitespace words (`joined`
+    None) are counted in one regex pass over the text: those without a letter."""
+    if joined is None:
+        return 1 - len(_NO_LETTER_WORD.findall(text)) / len(words)
+    return sum(1 for w in words if _ALPHA.search(w)) / len(words)
 
 
 class GopherQuality(Filter):
@@ -174,7 +217,7 @@ class GopherQuality(Filter):
 
     def keep(self, doc: Document):
         c, text = self.cfg, doc.text
-        words = word_units(text, doc.lang)
+        words, joined = split_units(text, doc.lang)
         n = len(words)
         if n < c.min_words:
             return "too few words", str(n)
@@ -197,7 +240,7 @@ class GopherQuality(Filter):
             ellipsis = sum(ln.endswith(("...", "…")) for ln in lines) / len(lines)
             if ellipsis > c.max_ellipsis_lines_ratio:
                 return "too many lines ending in an ellipsis", f"{ellipsis:.2f}"
-        alpha = sum(1 for w in words if _ALPHA.search(w)) / n
+        alpha = letter_word_fraction(text, words, joined)
         if alpha < c.min_alpha_words_ratio:
             return "too few words with letters", f"{alpha:.2f}"
         stop_words = STOP_WORDS.get(doc.lang or "en")
@@ -205,7 +248,7 @@ class GopherQuality(Filter):
             if doc.lang in CHAR_UNIT_LANGS:  # single characters: distinct ones found anywhere in the text
                 stops = sum(w in text for w in stop_words)
             else:  # distinct ones ("two of the following")
-                stops = len(stop_words.intersection(w.lower() for w in words))
+                stops = len(stop_words.intersection(map(str.lower, words)))
             if stops < c.min_stop_words:
                 return "too few stop words", str(stops)
         return None
@@ -247,12 +290,12 @@ class C4Filter(Filter):
         kept = []
         for line in text.split("\n"):
             line = line.strip()
-            if c.remove_citations:
+            if c.remove_citations and "[" in line:
                 line = _CITATION.sub("", line)
             words = line.split()
             if len(words) < c.min_words_per_line:
                 continue
-            if any(len(w) > c.max_word_length for w in words):
+            if len(line) > c.max_word_length and any(len(w) > c.max_word_length for w in words):
                 continue
             if c.terminal_punctuation and not line.endswith(_TERMINAL):
                 continue

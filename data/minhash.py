@@ -147,13 +147,28 @@ class _MinHashCollector(Collector):
 
 
 def components(n: int, edges: list[np.ndarray]) -> np.ndarray:
-    """Connected-component label of each of n nodes, given [k, 2] edge arrays."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
+    """Connected-component label of each of n nodes, given [k, 2] edge arrays: the smallest node of its
+    component. Every node points to a smaller or equal node, roots to themselves. Each round, the root of each
+    edge's ends is hooked to the smaller of the two roots, then pointers jump to their root; a round with an
+    edge whose ends still differ merges at least two trees. (scipy's connected_components does the same job,
+    but importing scipy.sparse costs 0.25 s of CPU, a tenth of a short pipeline run.)"""
     e = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
-    graph = coo_matrix((np.ones(len(e), np.int8), (e[:, 0], e[:, 1])), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
+    u, v = e[:, 0], e[:, 1]
+    label = np.arange(n)
+    while True:
+        lu, lv = label[u], label[v]
+        differ = lu != lv
+        if not differ.any():
+            return label
+        lu, lv = lu[differ], lv[differ]
+        low = np.minimum(lu, lv)
+        np.minimum.at(label, lu, low)  # lu and lv are roots: label[root] <- the smallest root it meets
+        np.minimum.at(label, lv, low)
+        while True:  # pointer jumping until every node points at a root
+            up = label[label]
+            if np.array_equal(up, label):
+                break
+            label = up
 
 
 def bucket_edges(h: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from data.minhash import MinHashConfig, MinHasher, band_hashes, clusters, evaluate
+from data.minhash import MinHashConfig, MinHasher, band_hashes, clusters, components, evaluate
 from data.synthetic_text import edit_chars, edit_words
 from data.tests.helpers import dropped, final_documents, run_pipeline
 from data.textnorm import ngram_hashes, normalize
@@ -119,6 +119,33 @@ def test_clusters_keep_one_deterministic_survivor():
     sig = np.arange(2 * 112, dtype=np.uint32).reshape(2, 112)
     salted = band_hashes(sig, 14, 8, np.array([1, 2], np.uint64))
     assert (band_hashes(sig, 14, 8) != salted).all()
+
+
+def test_components_label_each_node_with_the_smallest_node_of_its_component():
+    """Against breadth-first search: random graphs of every density, long chains (the most rounds of
+    pointer jumping) and none."""
+    rng = np.random.default_rng(0)
+    graphs = [(1, []), (5, [])]
+    for n in (2, 10, 100, 1000):
+        for k in (0, n // 4, n, 3 * n):
+            graphs.append((n, [rng.integers(0, n, (k, 2))]))
+        order = rng.permutation(n)
+        graphs.append((n, [np.stack([order[:-1], order[1:]], axis=1)]))
+    for n, edges in graphs:
+        adj = [[] for _ in range(n)]
+        for a, b in (np.concatenate(edges) if edges else np.zeros((0, 2), int)).tolist():
+            adj[a].append(b)
+            adj[b].append(a)
+        expected = [-1] * n
+        for root in range(n):  # in increasing order: each component is first reached from its smallest node
+            if expected[root] < 0:
+                expected[root], todo = root, [root]
+                while todo:
+                    for m in adj[todo.pop()]:
+                        if expected[m] < 0:
+                            expected[m] = root
+                            todo.append(m)
+        assert components(n, edges).tolist() == expected
 
 
 def test_url_normalisation():

@@ -3,6 +3,9 @@
 import collections
 import json
 import random
+import re
+
+import pytest
 
 from data.base import Env, Task
 from data.document import Document
@@ -15,6 +18,7 @@ from data.heuristics import (
     GopherQualityConfig,
     GopherRepetition,
     GopherRepetitionConfig,
+    letter_word_fraction,
     ngram_stats,
 )
 from data.langid import LanguageModel
@@ -48,11 +52,61 @@ def test_repetition_statistics_match_the_definition():
     with assets.open_text("web/c4_sample.jsonl") as f:
         texts = [json.loads(line)["text"] for line in f][:250]
     texts.append("spam spam spam eggs " * 50)
+    rng = random.Random(2)  # a repeated 5-word opening, continued by the same words in other orders
+    for _ in range(50):
+        opening, tail = ["the", "cat", "sat", "on", "the"], [f"w{i}" for i in range(5)]
+        segments = [opening + rng.sample(tail, 5) + [f"x{rng.randrange(9)}"] for _ in range(6)]
+        texts.append(" ".join(w for seg in segments for w in seg))
     for text in texts:
         words = text.split()
         top, dup = ngram_stats(words)
         assert all(dup[n] == reference_dup_chars(words, n) for n in range(5, 11))
         assert all(top[n] == reference_top_chars(words, n) for n in (2, 3, 4) if len(words) >= n)
+
+
+def test_repetition_limits_skip_only_statistics_that_cannot_exceed_them():
+    """With limits, a statistic is either exact or None, and None only where the exact one is within its limit;
+    the filter's verdicts are those of the exact statistics (real C4 pages and planted repetition)."""
+    with assets.open_text("web/c4_sample.jsonl") as f:
+        texts = [json.loads(line)["text"] for line in f][:400]
+    rng = random.Random(0)
+    vocab = ["the", "of", "and", "a", "to", "in", "is", "was", "for", "on", "that", "with", "as", "it", "by"]
+    vocab += [f"w{i}" for i in range(40)]
+    for k in (5, 20, 60, 200):  # repeated phrases over fresh text, from a trace to most of the page
+        phrase = " ".join(rng.choice(vocab) for _ in range(12))
+        texts.append(" ".join(rng.choice(vocab) for _ in range(600)) + (" " + phrase) * k)
+    cfg = GopherRepetitionConfig()
+    tops, dups = (2, 3, 4), range(5, 11)
+    limits = dict(zip(tops, cfg.top_ngram_char_frac)), dict(zip(dups, cfg.dup_ngram_char_frac))
+    skipped = exceeded = 0
+    for text in texts:
+        words, size = text.split(), len(text)
+        exact = ngram_stats(words)
+        bounded = ngram_stats(words, tops, dups, None, limits, size)
+        for ex, bo, lim in zip(exact, bounded, limits):
+            for n in ex:
+                if bo[n] is None:
+                    assert ex[n] / size <= lim[n], (n, text[:80])
+                    skipped += 1
+                else:
+                    assert bo[n] == ex[n]
+                    exceeded += ex[n] / size > lim[n]
+    assert skipped > len(texts) and exceeded >= 4  # both paths were taken
+
+
+def test_letter_rule_counts_whitespace_words_without_a_letter():
+    """Gopher quality's letter rule, counted in one regex pass over whitespace words, agrees with the per-word
+    definition on random text mixing letters, digits, marks, symbols and Unicode spaces."""
+    rng = random.Random(1)
+    chars = list("ab Z_09.,!-#\n\t\u00a0\u2003é٣ß²漢\u0301\x1c\u2028")
+    chars += [chr(rng.randrange(32, 0x3000)) for _ in range(200)]
+    letter = re.compile(r"[^\W\d_]")  # a letter: a word character that is not a digit or "_"
+    for _ in range(5000):
+        text = "".join(rng.choice(chars) for _ in range(rng.randrange(1, 40)))
+        words, joined = split_units(text, "en")
+        if words:
+            expected = sum(1 for w in words if letter.search(w)) / len(words)
+            assert letter_word_fraction(text, words, joined) == pytest.approx(expected), text
 
 
 def reference_top_chars_joined(words, n):

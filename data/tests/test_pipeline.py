@@ -2,6 +2,7 @@
 worker-count independence, resume after kill -9 with byte-identical output, no worker outliving a killed run."""
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -174,6 +175,20 @@ def test_the_cli_module_prints_the_message_not_a_traceback(tmp_path):
     cmd = [sys.executable, "-m", "data.pipeline", f"input={tmp_path}/missing", f"output={tmp_path}/out"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr == f"error: input {tmp_path}/missing does not exist\n"
+
+
+def test_a_filter_run_imports_neither_pandas_nor_scipy(tmp_path, jsonl_corpora):
+    """Their imports cost 0.2 s and 0.25 s of CPU, a sixth of a short run (data/benchmarks/bench_pipeline.py):
+    the Parquet writer, MinHash's components and the default steps do without them."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    args = [f"config={PACKAGE_ROOT / 'data/configs/filter.yaml'}", f"input={jsonl_corpora[1] / 'jsonl'}"]
+    args += [f"output={tmp_path / 'out'}", "executor=inline", "progress=false", "report.chart=false"]
+    code = "import json, sys; from data import pipeline; pipeline.main(sys.argv[1:]); "
+    code += "print(json.dumps(list(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True)
+    modules = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "minhash resolve 0" in (tmp_path / "out" / "logs" / "timings.json").read_text()
+    assert not [m for m in modules if m.split(".")[0] in ("pandas", "scipy")]
 
 
 def test_a_full_disk_in_a_task_is_one_line_naming_the_output(tmp_path, jsonl_corpora, capsys, monkeypatch):

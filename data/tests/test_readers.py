@@ -5,12 +5,13 @@ import gzip
 import json
 import random
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from data.base import Env, Task
-from data.document import Document, write_documents
+from data.document import Document, read_documents, write_documents
 from data.readers import ReadConfig, Reader, sniff
 from data.runner import expand_inputs, plan_tasks
 from data.tests.helpers import final_documents, run_pipeline
@@ -128,6 +129,29 @@ def test_parquet_hf_and_documents(tmp_path):
     write_documents(tmp_path / "docs.parquet", [Document("d1", "t", category="math", meta={"quality": 0.5})])
     docs, _ = read([tmp_path / "docs.parquet"], tmp_path)
     assert docs[0].category == "math" and docs[0].meta == {"quality": 0.5}
+
+
+def test_documents_round_trip_through_parquet(tmp_path):
+    """Every field, with tokens absent, empty, of one length and of mixed lengths, in batches of one or more."""
+    docs = [
+        Document("a"),
+        Document("b", "héllo\nwörld", url="u", date="2024-01-01", source="s.warc.gz", raw=b"\x00<p>", lang="de"),
+        Document("c", content_type="text/html", lang_score=0.5, category="code", meta={"k": [1, "x"]}),
+        Document("d", tokens=np.zeros(0, np.uint32)),
+        Document("e", tokens=np.array([1, 2, 3], np.uint32)),
+        Document("f", tokens=np.array([2**32 - 1], np.uint32)),
+    ]
+    path = tmp_path / "docs.parquet"
+    for batch in ([docs[4]], docs[3:5], docs):
+        write_documents(path, batch)
+        back = list(read_documents(path))
+        assert len(back) == len(batch)
+        for got, want in zip(back, batch):
+            assert (got.tokens is None) == (want.tokens is None)
+            if want.tokens is not None:
+                assert got.tokens.dtype == np.uint32 and got.tokens.tolist() == want.tokens.tolist()
+            got.tokens = want.tokens = None
+            assert got == want
 
 
 def test_split_files_into_more_tasks(tmp_path):
