@@ -95,9 +95,11 @@ def memory_gb(device: torch.device) -> float:
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl. A last line without its newline is not one: a record being written as
+    this reads (a live run), or one a kill cut short (a resume's `truncate` drops it)."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line.strip()]
 
 
 def step_records(path: Path, phase: str | None = None) -> list[dict]:

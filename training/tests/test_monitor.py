@@ -40,6 +40,12 @@ def test_metrics_events_truncation_progress_and_plot(tmp_path, capsys):
     assert [r["step"] for r in step_records(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4, 5]
     m.truncate(3)
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3]
+    with open(tmp_path / "metrics.jsonl", "a") as f:  # a record cut short by a kill, or still being written
+        f.write('{"phase": "pretrain", "step": 4, "tokens": 800, "loss": 3.0, "grad_norm": 0')
+    assert [r["step"] for r in step_records(tmp_path / "metrics.jsonl")] == [1, 2, 3]
+    m.truncate(3)  # what a resume does first: the torn line goes, the next record starts a line of its own
+    m.step({"step": 4, "tokens": 800, "loss": 3.0, "lr": 4e-3})
+    assert [r["step"] for r in step_records(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4]
     png = m.plot("pretrain")
     assert png == tmp_path / "plots/pretrain.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
